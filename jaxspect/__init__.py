@@ -1,0 +1,22 @@
+"""jaxspect: SPECT image reconstruction in JAX.
+
+Array layout and units (see ``jaxspect._geometry`` and the README): image ``(nx, ny, nz)``,
+views ``(nx, nz, nview)``, attenuation maps in 1/mm, lengths in mm, angles in radians.
+"""
+
+from ._attenuation import attenuation_factors as attenuation_factors
+from ._geometry import SPECTGeometry as SPECTGeometry, per_cm_to_per_mm as per_cm_to_per_mm
+from ._projector import (
+    SPECTProjector as SPECTProjector,
+    back_project as back_project,
+    forward_project as forward_project,
+)
+from ._psf import (
+    AbstractPSF as AbstractPSF,
+    ExplicitPSF as ExplicitPSF,
+    GaussianPSF as GaussianPSF,
+    gaussian_psf_array as gaussian_psf_array,
+)
+from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
+
+__version__ = "0.1.0"
