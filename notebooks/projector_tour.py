@@ -14,6 +14,7 @@
 # %%
 import os
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +54,7 @@ print("FWHM (mm) at the nearest / farthest plane of view 0: %.2f / %.2f" % (fwhm
 # %%
 activity = jnp.asarray(body + 5 * ellipsoid(shape, vs, (30.0, -20.0, 0.0), (15.0,) * 3), jnp.float32)
 A = js.SPECTProjector(geometry, mumap)
-views = jax.jit(A)(activity)
+views = eqx.filter_jit(A)(activity)  # an Equinox module: filter_jit, or pass A as an argument
 print("views", views.shape, "total counts %.0f" % float(views.sum()))
 
 # %% [markdown]
