@@ -167,54 +167,54 @@ def _project(inputs, method, views_per_batch):
     return _forward_views(image, mumap, atten, geometry, method, views_per_batch)
 
 
-@_project.def_fwd
-def _project_fwd(perturbed, inputs, method, views_per_batch):
-    return _project(inputs, method, views_per_batch), None
-
-
-@_project.def_bwd
-def _project_bwd(residuals, cotangent, perturbed, inputs, method, views_per_batch):
-    image, mumap, atten, geometry = inputs
-    p_image, p_mumap, p_atten, p_geom = perturbed
-    image_ct = _backproject((cotangent, mumap, atten, geometry), method, views_per_batch) if _any(p_image) else None
-    view_fn = partial(_forward_view, dy=geometry.voxel_size[1], method=method)
-
-    def pullback(ct_l, *nonlinear_inputs):
-        return jax.vjp(partial(view_fn, image), *nonlinear_inputs)[1](ct_l)
-
-    mu_ct, atten_ct, geom_ct = _nonlinear_cotangents(
-        pullback, jnp.moveaxis(cotangent, -1, 0), mumap, atten, geometry,
-        (_any(p_mumap), _any(p_atten), _any(p_geom)),
-    )
-    return image_ct, mu_ct, atten_ct, geom_ct
-
-
 @eqx.filter_custom_vjp
 def _backproject(inputs, method, views_per_batch):
     views, mumap, atten, geometry = inputs
     return _back_views(views, mumap, atten, geometry, method, views_per_batch)
 
 
-@_backproject.def_fwd
-def _backproject_fwd(perturbed, inputs, method, views_per_batch):
-    return _backproject(inputs, method, views_per_batch), None
+def _define_vjp(operator, transpose, view_fn, view_items):
+    """Register the VJP of ``operator((linear, mumap, atten, geometry), ...)``, which is linear
+    in its first input: ``transpose`` gives that input's cotangent; the other inputs' come
+    from a per-view VJP of ``view_fn`` (see :func:`_nonlinear_cotangents`).
+
+    ``view_items(linear, cotangent)`` returns the per-view items to scan and a function
+    ``(vjp_of_one_view, item) -> cotangents`` that applies the right cotangent to a view.
+    """
+
+    @operator.def_fwd
+    def fwd(perturbed, inputs, method, views_per_batch):
+        return operator(inputs, method, views_per_batch), None  # no residuals: recompute per view
+
+    @operator.def_bwd
+    def bwd(residuals, cotangent, perturbed, inputs, method, views_per_batch):
+        linear, mumap, atten, geometry = inputs
+        p_linear, p_mumap, p_atten, p_geom = perturbed
+        linear_ct = None
+        if _any(p_linear):
+            linear_ct = transpose((cotangent, mumap, atten, geometry), method, views_per_batch)
+        one_view = partial(view_fn, dy=geometry.voxel_size[1], method=method)
+        items, pullback = view_items(one_view, linear, cotangent)
+        mu_ct, atten_ct, geom_ct = _nonlinear_cotangents(
+            pullback, items, mumap, atten, geometry, (_any(p_mumap), _any(p_atten), _any(p_geom))
+        )
+        return linear_ct, mu_ct, atten_ct, geom_ct
 
 
-@_backproject.def_bwd
-def _backproject_bwd(residuals, cotangent, perturbed, inputs, method, views_per_batch):
-    views, mumap, atten, geometry = inputs
-    p_views, p_mumap, p_atten, p_geom = perturbed
-    views_ct = _project((cotangent, mumap, atten, geometry), method, views_per_batch) if _any(p_views) else None
-    view_fn = partial(_back_view, dy=geometry.voxel_size[1], method=method)
+def _projection_items(one_view, image, cotangent):
+    # One view's output cotangent against the whole image.
+    pullback = lambda ct_l, *rest: jax.vjp(partial(one_view, image), *rest)[1](ct_l)
+    return jnp.moveaxis(cotangent, -1, 0), pullback
 
-    def pullback(view_l, *nonlinear_inputs):
-        return jax.vjp(partial(view_fn, view_l), *nonlinear_inputs)[1](cotangent)
 
-    mu_ct, atten_ct, geom_ct = _nonlinear_cotangents(
-        pullback, jnp.moveaxis(views, -1, 0), mumap, atten, geometry,
-        (_any(p_mumap), _any(p_atten), _any(p_geom)),
-    )
-    return views_ct, mu_ct, atten_ct, geom_ct
+def _backprojection_items(one_view, views, cotangent):
+    # One view's data against the whole image cotangent.
+    pullback = lambda view_l, *rest: jax.vjp(partial(one_view, view_l), *rest)[1](cotangent)
+    return jnp.moveaxis(views, -1, 0), pullback
+
+
+_define_vjp(_project, _backproject, _forward_view, _projection_items)
+_define_vjp(_backproject, _project, _back_view, _backprojection_items)
 
 
 # --- input checks ------------------------------------------------------------------------------

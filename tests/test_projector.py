@@ -312,3 +312,22 @@ def test_bad_inputs_raise(rng):
         js.forward_project(x, mumap, geometry, views_per_batch=0)
     with pytest.raises(ValueError, match=r"image must have shape"):
         js.SPECTProjector(geometry, mumap)(np.zeros((8, 8), np.float32))
+
+
+def test_two_dimensional_problems(rng):
+    # nz == 1 with a pz == 1 PSF is a 2-D problem; it matches every slice of a z-constant volume.
+    n, nview = 16, 9
+    psf2d = random_symmetric_psf(rng, 5, 1, n, nview)
+    g2 = js.SPECTGeometry((n, n, 1), (4.0,) * 3, psf2d, nview=nview)
+    g3 = js.SPECTGeometry((n, n, 4), (4.0,) * 3, psf2d, nview=nview)
+    slice2d = ellipsoid((n, n, 1), (4.0,) * 3, (6.0, -4.0, 0.0), (20.0, 12.0, 10.0)).astype(np.float32)
+    mu2d = (0.01 * elliptic_cylinder((n, n, 1), (4.0,) * 3, (28.0, 28.0))).astype(np.float32)
+    v2 = project(jnp.asarray(slice2d), jnp.asarray(mu2d), g2)
+    v3 = project(jnp.asarray(np.repeat(slice2d, 4, 2)), jnp.asarray(np.repeat(mu2d, 4, 2)), g3)
+    assert v2.shape == (n, 1, nview)
+    for k in range(4):
+        np.testing.assert_allclose(v3[:, k], v2[:, 0], rtol=1e-5, atol=1e-6)
+    # a Gaussian model on a 2-D grid gets pz == 1 automatically and conserves counts
+    gg = js.SPECTGeometry((n, n, 1), (4.0,) * 3, js.GaussianPSF(3.0, 0.05), nview=nview, radii=60.0)
+    v = project(jnp.asarray(slice2d), None, gg)
+    np.testing.assert_allclose(np.asarray(v).sum(axis=(0, 1)), slice2d.sum(), rtol=0.01)
