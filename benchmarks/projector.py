@@ -82,7 +82,8 @@ class Case:
     voxel_mm: float
     radius_mm: float
     time_target_s: float  # forward and back, each
-    repeats: int
+    repeats: int  # timed jaxspect calls (after a warm-up call)
+    peer_repeats: int  # timed PyTomography calls (slow: tens of seconds each at case b)
     note: str
 
     @property
@@ -99,14 +100,18 @@ class Case:
 
 
 CASES = {
-    "a": Case("a", (64, 64, 40), 60, 9, 4.8, 260.0, 0.3, 5,
+    "a": Case("a", (64, 64, 40), 60, 9, 4.8, 260.0, 0.3, 5, 3,
               "SPECTrecon.jl timing setup: 290 ms forward / 208 ms back published"),
-    "b": Case("b", (128, 128, 80), 128, 18, 4.8, 260.0, 3.0, 3, "the paper's size"),
+    "b": Case("b", (128, 128, 80), 128, 18, 4.8, 260.0, 3.0, 3, 1, "the paper's size"),
 }
 ROTATIONS = ("bilinear", "three_pass")
 OPS = ("forward", "back", "grad")
 GRAD_RATIO_TARGET = 2.5
 GRAD_MEMORY_TARGET_BYTES = GIB  # case b's grad
+# torch's OpenMP threads spin while waiting; when anything else runs on the machine that
+# makes PyTomography several times slower (measured 1.4 s -> 10 s on 2 busy cores). Passive
+# waiting costs little on an idle machine and keeps the comparison fair on a busy one.
+PEER_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 # Collimator response FWHM(d) = sqrt(FWHM0^2 + (SLOPE d)^2), d = distance to the detector face
 # (a low-energy high-resolution collimator: ~7 mm at 10 cm). Tap counts are fixed per case.
@@ -341,8 +346,8 @@ def worker_peer(case: Case, repeats: int) -> dict:
     image = torch.tensor(activity)
     views = torch.tensor(np.random.default_rng(0).uniform(0, 10, (case.nview, nx, nz)).astype(np.float32))
 
-    def timed(f):
-        f()  # warm-up
+    def timed(f, warm_up):
+        warm_up()
         times = []
         for _ in range(repeats):
             s = time.perf_counter()
@@ -350,9 +355,12 @@ def worker_peer(case: Case, repeats: int) -> dict:
             times.append(time.perf_counter() - s)
         return times
 
+    # PyTomography runs eagerly (nothing to compile): warm up on a single view (a one-view
+    # "subset"), which is cheap even at case b's size, then time full projections.
+    system.set_n_subsets(case.nview)
     with torch.no_grad():
-        fwd = timed(lambda: system.forward(image))
-        back = timed(lambda: system.backward(views))
+        fwd = timed(lambda: system.forward(image), lambda: system.forward(image, subset_idx=0))
+        back = timed(lambda: system.backward(views), lambda: system.backward(views[:1], subset_idx=0))
     return {
         "torch": torch.__version__,
         "pytomography": pytomography.__version__,
@@ -368,11 +376,12 @@ def worker_peer(case: Case, repeats: int) -> dict:
 # --- driver -------------------------------------------------------------------------------------
 
 
-def run_worker(spec: dict, timeout_s: float) -> dict:
+def run_worker(spec: dict, timeout_s: float, env: dict | None = None) -> dict:
     """Run ``spec`` in a fresh Python process and return its result (or ``{"error": ...}``)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              env=None if env is None else {**os.environ, **env})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -445,7 +454,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="case a only")
     parser.add_argument("--cases", default=None, help="comma-separated cases (a,b); default a,b")
     parser.add_argument("--rotation", default=None, choices=ROTATIONS, help="one rotation method only")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 5 for a, 3 for b)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default: jaxspect 5 for a, 3 for b; PyTomography 3 for a, 1 for b)")
     parser.add_argument("--no-peer", action="store_true", help="skip the PyTomography comparison")
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -543,7 +552,8 @@ def main(argv=None) -> None:
         prow = []
         peer_rotation = "bilinear" if "bilinear" in rotations else rotations[0]
         for case in cases:
-            res = run_worker(dict(case=case.name, kind="peer", repeats=args.repeats or case.repeats), timeout_s=1200)
+            spec = dict(case=case.name, kind="peer", repeats=args.repeats or case.peer_repeats)
+            res = run_worker(spec, timeout_s=1200, env=PEER_ENV)
             peer[case.name] = res
             print(f"  [{time.perf_counter() - start:5.0f} s] {case.name} pytomography: "
                   f"{res.get('error') or 'done'}", flush=True)

@@ -18,5 +18,8 @@ from ._psf import (
     gaussian_psf_array as gaussian_psf_array,
 )
 from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
+from ._simulate import SimulatedData as SimulatedData, simulate as simulate
+from . import metrics as metrics, phantoms as phantoms, recon as recon
+from .recon import EMResult as EMResult, mlem as mlem, osem as osem
 
 __version__ = "0.1.0"

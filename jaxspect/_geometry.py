@@ -145,6 +145,20 @@ class SPECTGeometry(eqx.Module):
         nx, _, nz = self.image_shape
         return (nx, nz, self.nview)
 
+    def view_subset(self, indices) -> "SPECTGeometry":
+        """The same acquisition restricted to the views ``indices`` (1-D integers, e.g. one
+        ordered subset), keeping their angles, radii and PSFs."""
+        indices = jnp.asarray(indices)
+        if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
+            raise ValueError(f"indices must be a 1-D integer array, got {indices.dtype} of shape {indices.shape}")
+        radii = None if self.radii is None else self.radii[indices]
+        return eqx.tree_at(
+            lambda g: (g.angles, g.radii, g.psf),
+            self,
+            (self.angles[indices], radii, self.psf.view_subset(indices)),
+            is_leaf=lambda x: x is None,
+        )
+
     def plane_distances(self) -> Float[Array, "nview ny"]:
         """Distance (mm) from view ``l``'s detector face to depth plane ``j``'s centre."""
         if self.radii is None:

@@ -369,6 +369,17 @@ class SPECTProjector(eqx.Module):
         views = _check_array("views", views, self.out_shape, "(nx, nz, nview) of geometry")
         return _backproject((views, self.mumap, self.attenuation, self.geometry), self.rotation, self.views_per_batch)
 
+    def view_subset(self, indices) -> "SPECTProjector":
+        """The operator restricted to the views ``indices`` (e.g. one ordered subset)."""
+        indices = jnp.asarray(indices)
+        attenuation = None if self.attenuation is None else self.attenuation[indices]
+        return eqx.tree_at(
+            lambda a: (a.geometry, a.attenuation),
+            self,
+            (self.geometry.view_subset(indices), attenuation),
+            is_leaf=lambda x: x is None,
+        )
+
     @property
     def T(self) -> "_TransposedProjector":
         """The adjoint operator: ``A.T(views)``."""

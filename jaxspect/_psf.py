@@ -53,6 +53,10 @@ class AbstractPSF(eqx.Module):
     def _check(self, image_shape, voxel_size, nview, radii) -> "AbstractPSF":
         """Validate against a geometry and return the (possibly resolved) PSF."""
 
+    def view_subset(self, indices) -> "AbstractPSF":
+        """The PSF restricted to the views ``indices`` (a 1-D integer array)."""
+        return self
+
     def as_array(self, geometry) -> Float[Array, "px pz ny nview"]:
         """The dense PSF array ``(px, pz, ny, nview)`` this model stands for."""
         fx, fz = self.factors(geometry)
@@ -200,6 +204,9 @@ class ExplicitPSF(AbstractPSF):
 
     def factors(self, geometry):
         return self.factor_x, self.factor_z
+
+    def view_subset(self, indices):
+        return eqx.tree_at(lambda p: (p.factor_x, p.factor_z), self, (self.factor_x[indices], self.factor_z[indices]))
 
 
 def gaussian_psf_array(fwhm_x, fwhm_z, dx: float, dz: float, px: int, pz: int):
