@@ -107,8 +107,8 @@ def shepp_logan_3d(shape) -> np.ndarray:
         float32 ``shape``, ``vol[i, j, k]`` the value at ``(x_i, y_j, z_k)``, in ``[0, 1]``. Each
         ellipsoid ``(A, a, b, c, x0, y0, z0, phi, theta, psi)`` contains the points ``p`` with
         ``R p - (x0, y0, z0)`` inside the axis-aligned ellipsoid of semi-axes ``(a, b, c)``,
-        ``R`` Schabel's z-x-z Euler rotation. The slice ``z = 0`` shows the same skull and brain
-        outline as :func:`shepp_logan_2d`.
+        ``R`` Schabel's z-x-z Euler rotation. For odd ``nz`` the slice ``z = 0`` shows the same
+        skull and brain outline as :func:`shepp_logan_2d`.
     """
     if np.ndim(shape) == 0:
         shape = (shape,) * 3
