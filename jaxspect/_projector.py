@@ -325,14 +325,15 @@ class SPECTProjector(eqx.Module):
             volume rotation and an ``exp`` per view and call (~30% of a projection), at a cost
             of ``nview * nx * ny * nz`` floats of memory (e.g. 128 views of 128x128x80 in
             float32: 671 MB). Worth it when one patient is projected many times (EM). The cached
-            operator is differentiable in the cached factors, not in ``mumap``.
+            operator is differentiable in the cached factors (``attenuation``, per view in the
+            rotated frame, depth-major ``(nview, ny, nx, nz)``), not in ``mumap``.
 
     An Equinox module (a pytree): pass it through ``jit``/``vmap``/``grad`` like any array.
     """
 
     geometry: SPECTGeometry
     mumap: Float[Array, "nx ny nz"] | None
-    attenuation: Float[Array, "nview nx ny nz"] | None
+    attenuation: Float[Array, "nview ny nx nz"] | None
     rotation: str = eqx.field(static=True)
     views_per_batch: int = eqx.field(static=True)
 

@@ -1,4 +1,4 @@
-"""Statistical reconstruction: ML-EM and OS-EM."""
+"""Statistical and learned reconstruction: ML-EM, OS-EM, unrolled CNN-regularised EM."""
 
 from ._em import (
     EMResult as EMResult,
@@ -6,4 +6,21 @@ from ._em import (
     ordered_subsets as ordered_subsets,
     osem as osem,
     poisson_log_likelihood as poisson_log_likelihood,
+)
+from ._unrolled import (
+    AbstractGradient as AbstractGradient,
+    EndToEnd as EndToEnd,
+    Sequential as Sequential,
+    Truncated as Truncated,
+    UnrolledEM as UnrolledEM,
+    regularized_em_step as regularized_em_step,
+)
+from ._train import (
+    FitResult as FitResult,
+    TrainingData as TrainingData,
+    fit as fit,
+    load_model as load_model,
+    mse_loss as mse_loss,
+    reconstruct_batch as reconstruct_batch,
+    save_model as save_model,
 )

@@ -1,0 +1,3 @@
+"""Neural networks used as regularisers and reconstructors."""
+
+from ._cnn import PaperCNN as PaperCNN, count_parameters as count_parameters
