@@ -11,9 +11,11 @@ hot lesions; attenuation of water at 140 keV, 0.0153 /mm):
   workstation;
 - case ``b``: 128x128x80 image, 128 views, 37x37 PSF (half widths 18): the paper's size.
 
-For each case and rotation method (``bilinear``, ``three_pass``) it runs three ``jax.jit``
-compiled functions of the image: forward projection ``A x``, back projection ``A^T v`` and
-``jax.grad`` of ``0.5 * ||A x - y||^2`` with respect to ``x``. For each it reports
+For each case and rotation method (``bilinear``, ``three_pass``) it runs three
+``jax.jit``-compiled functions: forward projection ``A x`` (``js.forward_project``), back
+projection ``A^T v`` (``js.back_project``) and ``jax.grad`` of ``0.5 * ||A x - y||^2`` with
+respect to the image ``x``. The attenuation map and geometry are jit arguments, as in a
+reconstruction loop. For each it reports
 
 - compile time (trace + lower + XLA compile, measured once, cold);
 - the median wall time of a few calls after a warm-up call (with ``jax.block_until_ready``),
@@ -34,13 +36,17 @@ state and peak RSS do not leak from one measurement into the next.
 Optional peer comparison: when ``torch`` and ``pytomography`` are importable, PyTomography's
 ``SPECTSystemMatrix`` (rotate+sum, with attenuation and PSF transforms) projects the same
 phantom with the same attenuation map, views, orbit radius and FWHM model, and the script
-prints jaxspect's time over PyTomography's (below 1: jaxspect is faster). Install it with
+prints jaxspect's time over PyTomography's (below 1: jaxspect is faster), both timed in one
+process with their calls interleaved; :func:`worker_peer` says what is and is not matched.
+It runs with ``OMP_WAIT_POLICY=PASSIVE`` (unless set) so that other load on the machine does
+not penalise torch's spinning OpenMP threads disproportionately. Install it with
 ``pip install torch==2.13.0 pytomography`` (a CPU build of torch is what this compares).
+Without it the comparison is skipped.
 
 Usage::
 
-    python benchmarks/projector.py                      # cases a and b, both rotations (~10 min on 2 cores)
-    python benchmarks/projector.py --quick              # case a only
+    python benchmarks/projector.py                      # cases a and b, both rotations (5-8 min on 2 cores)
+    python benchmarks/projector.py --quick              # case a only (about 2 min)
     python benchmarks/projector.py --cases a,b --rotation bilinear
     python benchmarks/projector.py --json results.json  # also write every figure as JSON
 
@@ -296,7 +302,7 @@ def peer_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "pytomography"))
 
 
-def worker_peer(case: Case, repeats: int) -> dict:
+def worker_peer(case: Case, repeats: int, rotation: str) -> dict:
     """Time PyTomography's SPECT system matrix (forward and back) on the same problem.
 
     Matched: image grid and voxel size, phantom, attenuation map (converted to 1/cm), number of
@@ -307,6 +313,10 @@ def worker_peer(case: Case, repeats: int) -> dict:
     every padded plane, with point-sampled (not pixel-integrated) Gaussian taps and zero (not
     replicate) padding via grouped ``Conv1d``; its angle convention differs from jaxspect's.
     Its attenuation uses the same central-ray model with a half-voxel self term.
+
+    jaxspect's forward and back projection (jit-compiled, ``rotation``) are timed in this same
+    process, one call before and one after every PyTomography call, so that the ratio compares
+    the two under the same load.
     """
     import numpy as np
     import torch
@@ -346,30 +356,52 @@ def worker_peer(case: Case, repeats: int) -> dict:
     image = torch.tensor(activity)
     views = torch.tensor(np.random.default_rng(0).uniform(0, 10, (case.nview, nx, nz)).astype(np.float32))
 
-    def timed(f, warm_up):
-        warm_up()
-        times = []
-        for _ in range(repeats):
-            s = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - s)
-        return times
+    # jaxspect on the same problem in this same process, its calls interleaved with
+    # PyTomography's, so that both see the same machine load.
+    import jax
 
-    # PyTomography runs eagerly (nothing to compile): warm up on a single view (a one-view
+    ours = {}
+    for op in ("forward", "back"):
+        fn, args = _jaxspect_problem(case, rotation, op)
+        compiled = jax.jit(fn).lower(*args).compile()
+        jax.block_until_ready(compiled(*args))  # warm-up
+        ours[op] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
+
+    def clock(f):
+        s = time.perf_counter()
+        f()
+        return time.perf_counter() - s
+
+    def interleaved(peer_call, peer_warm_up, our_call):
+        peer_warm_up()
+        peer_times, our_times = [], [clock(our_call)]
+        for _ in range(repeats):
+            peer_times.append(clock(peer_call))
+            our_times.append(clock(our_call))  # one jaxspect call before and after each
+        return peer_times, our_times
+
+    # PyTomography runs eagerly (nothing to compile): warm it up on a single view (a one-view
     # "subset"), which is cheap even at case b's size, then time full projections.
     system.set_n_subsets(case.nview)
     with torch.no_grad():
-        fwd = timed(lambda: system.forward(image), lambda: system.forward(image, subset_idx=0))
-        back = timed(lambda: system.backward(views), lambda: system.backward(views[:1], subset_idx=0))
+        fwd, our_fwd = interleaved(lambda: system.forward(image),
+                                   lambda: system.forward(image, subset_idx=0), ours["forward"])
+        back, our_back = interleaved(lambda: system.backward(views),
+                                     lambda: system.backward(views[:1], subset_idx=0), ours["back"])
     return {
         "torch": torch.__version__,
         "pytomography": pytomography.__version__,
         "threads": torch.get_num_threads(),
         "kernel": kernel,
+        "rotation": rotation,
         "forward_s": statistics.median(fwd),
         "back_s": statistics.median(back),
+        "jaxspect_forward_s": statistics.median(our_fwd),
+        "jaxspect_back_s": statistics.median(our_back),
         "forward_times_s": fwd,
         "back_times_s": back,
+        "jaxspect_forward_times_s": our_fwd,
+        "jaxspect_back_times_s": our_back,
     }
 
 
@@ -401,7 +433,7 @@ def worker_main(spec: dict) -> None:
     elif kind == "machine":
         result = {"line": machine_line()}
     elif kind == "peer":
-        result = worker_peer(case, spec["repeats"])
+        result = worker_peer(case, spec["repeats"], spec["rotation"])
     else:
         raise ValueError(kind)
     print(RESULT_TAG + json.dumps(result), flush=True)
@@ -552,7 +584,8 @@ def main(argv=None) -> None:
         prow = []
         peer_rotation = "bilinear" if "bilinear" in rotations else rotations[0]
         for case in cases:
-            spec = dict(case=case.name, kind="peer", repeats=args.repeats or case.peer_repeats)
+            spec = dict(case=case.name, kind="peer", rotation=peer_rotation,
+                        repeats=args.repeats or case.peer_repeats)
             res = run_worker(spec, timeout_s=1200, env=PEER_ENV)
             peer[case.name] = res
             print(f"  [{time.perf_counter() - start:5.0f} s] {case.name} pytomography: "
@@ -561,18 +594,19 @@ def main(argv=None) -> None:
                 prow.append([case.name, "ERROR: " + res["error"], *[""] * 5])
                 continue
             for op, key in (("forward", "forward_s"), ("back", "back_s")):
-                ours = results.get((case.name, peer_rotation, op), {}).get("median_s")
-                ratio = None if ours is None else ours / res[key]
+                ours = res["jaxspect_" + key]
+                ratio = ours / res[key]
                 prow.append([
                     case.name, op, "x".join(map(str, res["kernel"])), _fmt_s(res[key]),
                     _fmt_s(ours),
-                    "-" if ratio is None else f"{ratio:.2f}",
-                    "-" if ratio is None else ("jaxspect faster" if ratio < 1 else "PYTOMOGRAPHY FASTER"),
+                    f"{ratio:.2f}",
+                    f"jaxspect {1 / ratio:.1f}x faster" if ratio < 1 else "PYTOMOGRAPHY FASTER",
                 ])
         any_ok = next((r for r in peer.values() if "error" not in r), None)
         if any_ok:
             print(f"peer: PyTomography {any_ok['pytomography']} (torch {any_ok['torch']}, "
-                  f"{any_ok['threads']} threads), SPECTSystemMatrix with attenuation + PSF, bilinear rotation")
+                  f"{any_ok['threads']} threads), SPECTSystemMatrix with attenuation + PSF; both timed in "
+                  "one process, calls interleaved (medians)")
         print(_table(prow, ["case", "op", "peer PSF", "pytomography", f"jaxspect ({peer_rotation})",
                             "jaxspect/pytomography", ""]))
 
