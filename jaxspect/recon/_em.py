@@ -224,8 +224,9 @@ def osem(
     y, x0, background = _check_inputs(projector, y, x0, background)
     diagnostics = _history(history, y, background, reference, projector.in_shape)
     indices, mask = ordered_subsets(y.shape[-1], n_subsets)
-    subsets = [projector.view_subset(idx) for idx in indices]
-    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *subsets)
+    # One operator per subset, stacked along a leading axis (one gather of any per-view arrays,
+    # such as a cached attenuation, rather than a list of copies).
+    stacked = eqx.filter_vmap(projector.view_subset)(jnp.asarray(indices))
     mask = jnp.asarray(mask, y.dtype)[:, None, None, :]  # (S, 1, 1, m)
     y_s = jnp.moveaxis(y[..., indices], -2, 0) * mask  # (S, nx, nz, m)
     r_s = jnp.moveaxis(background[..., indices], -2, 0)
