@@ -90,10 +90,8 @@ def _bilinear_samples(n: int, angle, dtype, depth_major: bool = False):
 
 
 def _rows_and_weights(n: int, samples):
-    """Flat row indices and weights of ``samples``; off-grid samples get weight zero.
-
-    Off-grid samples are clamped coordinate-wise to a nearby edge pixel (with weight zero).
-    """
+    """Flat row indices and weights of ``samples``; off-grid samples are clamped to a nearby
+    edge pixel and get weight zero."""
     out = []
     for a, b, weight in samples:
         inside = (a >= 0) & (a < n) & (b >= 0) & (b < n)
@@ -119,7 +117,7 @@ def _bilinear_adjoint(image, angle, depth_major: bool):
 
     Input pixel ``p`` was read by the outputs ``q`` whose sample point
     ``s(q) = c + R(-t)(q - c)`` lies within one pixel of ``p`` (per axis), with weight
-    ``tent(s_i(q) - p_i) * tent(s_j(q) - p_j)``. Those ``q`` lie in a unit square rotated about
+    ``tent(s_i(q) - p_i) * tent(s_j(q) - p_j)``. Those ``q`` lie in a 2 x 2 square rotated about
     ``q* = c + R(t)(p - c)``, inside a 3 x 3 block of candidates; ``s(q)`` is computed with the
     forward rotation's own expression, so the weights are the forward's.
     """
