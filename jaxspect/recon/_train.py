@@ -82,13 +82,11 @@ class FitResult(eqx.Module):
     seconds_per_epoch: float
 
 
-def _trainable(model: UnrolledEM, part):
-    """Filter spec: the inexact arrays of ``part`` of the model; ``beta`` only if trainable."""
+def _trainable(model: UnrolledEM):
+    """Filter spec: the networks' inexact arrays, and ``beta`` only if it is trainable."""
     spec = jax.tree_util.tree_map(lambda _: False, model)
     spec = eqx.tree_at(lambda m: m.network, spec, jax.tree_util.tree_map(eqx.is_inexact_array, model.network))
-    if part is None:
-        return eqx.tree_at(lambda m: m.beta, spec, model.train_beta)
-    return spec
+    return eqx.tree_at(lambda m: m.beta, spec, model.train_beta)
 
 
 def _run_epochs(params, static, loss_fn, train, val, *, epochs, batch_size, learning_rate, weight_decay, key, log):
@@ -158,7 +156,7 @@ def fit(
     common = dict(epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
                   weight_decay=weight_decay, log=log)
     if not isinstance(gradient, Sequential):
-        params, static = eqx.partition(model, _trainable(model, None))
+        params, static = eqx.partition(model, _trainable(model))
         loss_fn = lambda m, batch: mse_loss(m, batch, gradient)
         params, train_loss, val_loss, best_epoch, seconds = _run_epochs(
             params, static, loss_fn, train, val, key=key, **common)
