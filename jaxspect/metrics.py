@@ -7,7 +7,6 @@ of the same shape. Percentages are returned as percentages (``12.5`` means 12.5%
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 
 
 def normalize_total(x, total: float = 1.0):

@@ -1,6 +1,5 @@
 """The README's demo job and the command line."""
 
-import numpy as np
 import pytest
 
 from jaxspect.__main__ import main

@@ -1,7 +1,6 @@
 """ML-EM and OS-EM."""
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Collimator response: Gaussian model, explicit arrays, replicate-padded blur."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
