@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxspect as js
-from jaxspect.nn import PaperCNN, count_parameters
+from jaxspect.nn import PaperCNN, conv3d, count_parameters
 from jaxspect.phantoms import ellipsoid
 from jaxspect.recon import (
     EndToEnd, Sequential, TrainingData, Truncated, UnrolledEM, fit, load_model, mlem, mse_loss,
@@ -33,6 +33,28 @@ def test_paper_cnn_has_657_parameters():
     model = UnrolledEM(PaperCNN, jax.random.key(0), n_outer=3)
     assert count_parameters(model.network) == 3 * 657  # one network per outer iteration
     assert count_parameters(UnrolledEM(PaperCNN, jax.random.key(0), n_outer=3, shared=True).network) == 657
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3, 3), (5, 3, 1), (1, 1, 3)])
+def test_conv3d_planes_equals_native(rng, kernel_size):
+    x = jnp.asarray(rng.standard_normal((3, 7, 6, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 3, *kernel_size)), jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+    planes = conv3d(x, w, method="planes", precision=hi)
+    native = conv3d(x, w, method="native", precision=hi)
+    reference = jax.lax.conv_general_dilated(x[None], w, (1, 1, 1), "SAME", precision=hi)[0]
+    np.testing.assert_allclose(planes, reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(native, reference, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        conv3d(x, jnp.ones((2, 3, 2, 3, 3)))
+
+
+def test_paper_cnn_equals_equinox_layers(rng):
+    net = PaperCNN(jax.random.key(1))
+    x = jnp.asarray(rng.random((9, 8, 7)), jnp.float32)
+    h = jax.nn.relu(net.layers[0](x[None]))
+    h = jax.nn.relu(net.layers[1](h))
+    np.testing.assert_allclose(net(x), x + net.layers[2](h)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_update_limits_and_safety():

@@ -6,6 +6,8 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._conv import conv3d
+
 
 def count_parameters(model) -> int:
     """Number of trainable scalars (inexact array leaves) in an Equinox module."""
@@ -17,7 +19,9 @@ class PaperCNN(eqx.Module):
     layers, "same" zero padding, plus the input (residual): ``g(x) = x + cnn(x)``.
 
     Exactly 657 parameters (``112 + 436 + 109``), as in the paper. Maps an image
-    ``(nx, ny, nz)`` to an image of the same shape; ``vmap`` it for batches.
+    ``(nx, ny, nz)`` to an image of the same shape; ``vmap`` it for batches. The layers hold
+    the weights (``eqx.nn.Conv3d``); they are applied with :func:`jaxspect.nn.conv3d`, which is
+    about ten times faster on CPU than a 3-D convolution.
     """
 
     layers: tuple[eqx.nn.Conv3d, eqx.nn.Conv3d, eqx.nn.Conv3d]
@@ -31,6 +35,8 @@ class PaperCNN(eqx.Module):
         if x.ndim != 3:
             raise ValueError(f"PaperCNN maps an image (nx, ny, nz); got shape {x.shape} (vmap for batches)")
         h = x[None]
-        for layer in self.layers[:-1]:
-            h = jax.nn.relu(layer(h))
-        return x + self.layers[-1](h)[0].astype(x.dtype)
+        for i, layer in enumerate(self.layers):
+            h = conv3d(h, layer.weight.astype(h.dtype)) + layer.bias.astype(h.dtype)
+            if i < len(self.layers) - 1:
+                h = jax.nn.relu(h)
+        return x + h[0]
