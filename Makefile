@@ -22,4 +22,4 @@ bench: $(BIN)/activate
 	$(BIN)/python benchmarks/projector.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache jaxspect-demo-output

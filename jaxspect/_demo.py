@@ -1,8 +1,13 @@
-"""The README's main job: torso phantom -> projections -> back projection -> OSEM, with figures."""
+"""The README's main job: torso phantom -> projections -> back projection -> OSEM, with figures.
+
+Besides printing its figures, the demo writes PNG figures (matplotlib, Agg backend) and NIfTI
+volumes to an output folder: see :func:`run_demo`.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +25,83 @@ from .recon import osem
 ME_FWHM0_MM, ME_SLOPE = 2.5, 0.1
 
 
+def _largest_lesion_centre(phantom) -> tuple[int, int, int] | None:
+    """Voxel index of the centroid of the largest lesion, or None without lesions."""
+    if not phantom.lesion_volumes_ml:
+        return None
+    largest = int(np.argmax(phantom.lesion_volumes_ml)) + 1
+    return tuple(int(round(c)) for c in np.argwhere(phantom.masks[f"lesion_{largest}"]).mean(axis=0))
+
+
+def write_outputs(folder: Path, *, activity, mumap, recon, masks, voxel_size, phantom, log_likelihood, nrmse) -> list[Path]:
+    """PNG figures (matplotlib, Agg) and NIfTI volumes of the demo; returns the paths written.
+
+    ``activity``, ``recon`` (in the activity's units), ``mumap`` (1/mm) and ``masks`` are
+    ``(nx, ny, nz)``; ``voxel_size`` in mm; ``log_likelihood``/``nrmse`` per OSEM iterate.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from .io import write_nifti
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    nx, ny, nz = activity.shape
+    centre = _largest_lesion_centre(phantom) or (nx // 2, ny // 2, nz // 2)
+    ci, cj, ck = centre
+    vmax = float(max(activity.max(), recon.max()))
+    # Mid-slices through the largest lesion: transverse (i, j), coronal (i, k), sagittal (j, k).
+    planes = [("transverse k=%d" % ck, lambda v: v[:, :, ck].T),
+              ("coronal j=%d" % cj, lambda v: v[:, cj, :].T),
+              ("sagittal i=%d" % ci, lambda v: v[ci, :, :].T)]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
+    for row, (label, volume) in enumerate((("truth", activity), ("OSEM", recon))):
+        for col, (title, cut) in enumerate(planes):
+            ax = axes[row, col]
+            im = ax.imshow(cut(volume), origin="lower", cmap="inferno", vmin=0, vmax=vmax)
+            ax.set_title(f"{label}: {title}")
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.7, label="activity (relative concentration)")
+    written.append(folder / "slices.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    dx = voxel_size[0]
+    position = (np.arange(nx) - (nx - 1) / 2) * dx
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(position, activity[:, cj, ck], "k-", drawstyle="steps-mid", label="truth")
+    ax.plot(position, recon[:, cj, ck], "C1-o", ms=3, label="OSEM")
+    ax.set_xlabel("x (mm, towards the patient's left)")
+    ax.set_ylabel("activity")
+    ax.set_title(f"profile along x through the largest lesion (j={cj}, k={ck})")
+    ax.legend()
+    written.append(folder / "profile.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    iterations = np.arange(len(log_likelihood))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(iterations, log_likelihood, "o-")
+    ax1.set_xlabel("OSEM iteration")
+    ax1.set_ylabel("Poisson log-likelihood")
+    ax2.plot(iterations, 100 * np.asarray(nrmse), "o-", color="C1")
+    ax2.set_xlabel("OSEM iteration")
+    ax2.set_ylabel("whole-image NRMSE %")
+    fig.suptitle("OSEM convergence")
+    fig.tight_layout()
+    written.append(folder / "convergence.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    volumes = {"truth": activity, "mumap": mumap, "osem": recon}
+    volumes.update({f"voi_{name}": np.asarray(mask, bool) for name, mask in masks.items()})
+    for name, volume in volumes.items():
+        written.append(write_nifti(folder / f"{name}.nii.gz", volume, voxel_size))
+    return written
+
+
 def _timed(fn, *args):
     start = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
@@ -32,12 +114,20 @@ def _timed(fn, *args):
 def run_demo(
     n: int = 64, nz: int = 40, nview: int = 64, voxel_mm: float = 9.6, rotation: str = "bilinear",
     osem_iterations: int = 8, osem_subsets: int = 4, total_counts: float = 2e6,
+    output_dir: str | Path | None = "jaxspect-demo-output",
 ) -> dict:
     """Run the demo and print its figures; returns them as a dict.
 
     A torso phantom (Lu-177, liver lesions) on a body-contouring orbit is projected and back
     projected (timings, adjoint dot test, attenuation), then Poisson data with 10% scatter are
     reconstructed with OSEM and the per-VOI MAE/NRMSE table is printed.
+
+    Unless ``output_dir`` is ``None``, also writes to that folder (created if needed):
+    ``slices.png`` (truth vs OSEM, mid-slices in the three planes), ``profile.png`` (a line
+    profile through the largest lesion), ``convergence.png`` (OSEM log-likelihood and NRMSE
+    per iteration) and the NIfTI volumes ``truth.nii.gz``, ``mumap.nii.gz`` (1/mm),
+    ``osem.nii.gz`` (scaled back to the truth's units) and ``voi_<name>.nii.gz`` masks; their
+    paths are returned under ``"files"`` and printed.
     """
     shape, vs = (n, n, nz), (voxel_mm,) * 3
     phantom = torso_phantom(jax.random.key(0), shape=shape, voxel_size=vs)
@@ -64,9 +154,9 @@ def run_demo(
 
     data = simulate(jax.random.key(1), x, projector, total_counts=total_counts, scatter_fraction=0.1)
     start = time.perf_counter()
-    recon = osem(projector, data.counts, jnp.ones_like(x), n_iter=osem_iterations, n_subsets=osem_subsets,
-                 background=data.background).image
-    recon = jax.block_until_ready(recon)
+    result = osem(projector, data.counts, jnp.ones_like(x), n_iter=osem_iterations, n_subsets=osem_subsets,
+                  background=data.background, history=True, reference=x * data.scale)
+    recon = jax.block_until_ready(result.image)
     t_osem = time.perf_counter() - start
     masks = {name: m for name, m in phantom.masks.items() if name != "body"}
     table = voi_table(recon, x, masks)
@@ -91,6 +181,9 @@ def run_demo(
         "compile_s": t_fp_first - t_fp + t_bp_first - t_bp,
         "osem_s": t_osem,
         "voi_table": table,
+        "osem_log_likelihood": np.asarray(result.log_likelihood),
+        "osem_nrmse": np.asarray(result.nrmse),
+        "files": [],
     }
     print(f"jaxspect demo on {jax.devices()[0].platform.upper()} ({jax.device_count()} device(s)), rotation={rotation}")
     print(f"  torso phantom {n}x{n}x{nz} voxels of {voxel_mm} mm (Lu-177, {len(phantom.lesion_volumes_ml)} liver lesions)")
@@ -105,4 +198,13 @@ def run_demo(
           f"(10% scatter): {t_osem:.1f} s including compilation")
     print("\nOSEM vs truth, per VOI (images normalised to 1 MBq per field of view):")
     print(format_table(table))
+    if output_dir is not None:
+        figures["files"] = write_outputs(
+            Path(output_dir), activity=np.asarray(activity), mumap=np.asarray(mumap),
+            recon=np.asarray(recon) / float(data.scale), masks=masks, voxel_size=vs, phantom=phantom,
+            log_likelihood=figures["osem_log_likelihood"], nrmse=figures["osem_nrmse"],
+        )
+        print(f"\nwrote {len(figures['files'])} files to {Path(output_dir).resolve()}:")
+        for path in figures["files"]:
+            print(f"  {path.name}")
     return figures

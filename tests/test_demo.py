@@ -1,13 +1,15 @@
 """The README's demo job and the command line."""
 
+import numpy as np
 import pytest
 
 from jaxspect.__main__ import main
 from jaxspect._demo import run_demo
 
 
-def test_demo_figures_are_physical(capsys):
-    figures = run_demo(n=32, nz=20, nview=16, voxel_mm=19.2, osem_iterations=3, osem_subsets=4)
+def test_demo_figures_are_physical(capsys, tmp_path):
+    out_dir = tmp_path / "demo"
+    figures = run_demo(n=32, nz=20, nview=16, voxel_mm=19.2, osem_iterations=3, osem_subsets=4, output_dir=out_dir)
     out = capsys.readouterr().out
     assert "adjoint dot test" in out and "counts per view" in out and "lesion_1" in out
     assert figures["views_shape"] == (32, 20, 16)
@@ -20,6 +22,25 @@ def test_demo_figures_are_physical(capsys):
     table = figures["voi_table"]
     # OSEM recovers organ means to within tens of percent even at this coarse size
     assert table["liver"]["MAE %"] < 30 and table["spleen"]["MAE %"] < 50
+    # convergence history: x_0 .. x_3, likelihood rising, NRMSE falling from the flat start
+    ll, nrmse = figures["osem_log_likelihood"], figures["osem_nrmse"]
+    assert ll.shape == (4,) and np.all(np.diff(ll) > 0) and nrmse[-1] < nrmse[0]
+
+    names = sorted(p.name for p in figures["files"])
+    for expected in ("slices.png", "profile.png", "convergence.png", "truth.nii.gz", "mumap.nii.gz",
+                     "osem.nii.gz", "voi_liver.nii.gz", "voi_lesion_1.nii.gz"):
+        assert expected in names
+    assert all(p.parent == out_dir and p.stat().st_size > 0 for p in figures["files"])
+    assert str(out_dir.resolve()) in out and "slices.png" in out
+    assert (out_dir / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from jaxspect.io import read_nifti
+
+    osem_image, voxel = read_nifti(out_dir / "osem.nii.gz")
+    truth, _ = read_nifti(out_dir / "truth.nii.gz")
+    assert osem_image.shape == (32, 32, 20) and voxel == (19.2, 19.2, 19.2)
+    assert np.corrcoef(osem_image.ravel(), truth.ravel())[0, 1] > 0.8
+    # scaled back to the truth's units: totals agree to within tens of percent
+    assert 0.7 < osem_image.sum() / truth.sum() < 1.3
 
 
 def test_cli_rejects_unknown_command():

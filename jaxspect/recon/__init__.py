@@ -24,3 +24,9 @@ from ._train import (
     reconstruct_batch as reconstruct_batch,
     save_model as save_model,
 )
+from ._batch import (
+    batch_mlem as batch_mlem,
+    batch_osem as batch_osem,
+    patient_mesh as patient_mesh,
+    stack_projectors as stack_projectors,
+)

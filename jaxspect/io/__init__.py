@@ -1,0 +1,40 @@
+"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes.
+
+Everything returned is in jaxspect's layout and units: projections ``(nx, nz, nview)`` in
+counts, angles in radians in jaxspect's convention, radii and pixel sizes in mm, volumes
+``(nx, ny, nz)`` in patient LPS order. See :mod:`jaxspect.io._projections` for how file angles
+map onto jaxspect's (``theta = radians(DICOM gantry angle)``). pydicom and nibabel are needed
+only by the functions that use them (``pip install "jaxspect[io]"``).
+"""
+
+from pathlib import Path
+
+from ._dicom import read_dicom_projections as read_dicom_projections
+from ._interfile import (
+    parse_interfile_header as parse_interfile_header,
+    read_cor as read_cor,
+    read_interfile as read_interfile,
+    write_interfile as write_interfile,
+)
+from ._nifti import read_nifti as read_nifti, write_nifti as write_nifti
+from ._projections import ProjectionData as ProjectionData
+from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
+
+INTERFILE_SUFFIXES = (".h00", ".hdr", ".h33")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def read_projections(path, **kwargs) -> ProjectionData:
+    """Read projections by file extension: Interfile header (``.h00``, ``.hdr``, ``.h33``) with
+    :func:`read_interfile`, DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
+    ``kwargs`` go to that reader."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in INTERFILE_SUFFIXES:
+        return read_interfile(path, **kwargs)
+    if suffix in DICOM_SUFFIXES:
+        return read_dicom_projections(path, **kwargs)
+    raise ValueError(
+        f"unknown projection file format {suffix or '(no extension)'!r} of {path}: expected an Interfile "
+        f"header {INTERFILE_SUFFIXES} or DICOM {DICOM_SUFFIXES}"
+    )
