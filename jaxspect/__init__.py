@@ -17,6 +17,7 @@ from ._psf import (
     GaussianPSF as GaussianPSF,
     gaussian_psf_array as gaussian_psf_array,
 )
+from ._serialization import load_model as load_model, save_model as save_model
 from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
 from ._simulate import SimulatedData as SimulatedData, simulate as simulate
 from . import io as io, metrics as metrics, phantoms as phantoms, recon as recon

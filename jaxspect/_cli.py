@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--window", help="DICOM photopeak energy window: name or 1-based number")
     rec.add_argument("--radius", type=float, help="orbit radius, mm, when the file lacks it (overrides the file)")
     rec.add_argument("--cor", help="SIMIND orbit file (.cor, one radius per view, cm) for Interfile projections")
-    rec.add_argument("--model", help="trained unrolled model (.eqx); not supported from the command line yet")
+    rec.add_argument("--model", help="trained unrolled EM (jaxspect.save_model file), run from the OSEM/ML-EM image "
+                     "(its warm start: use --iterations 16 --subsets 4 as in training)")
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
     return parser
 
@@ -82,6 +83,22 @@ def _read(path, what, **kwargs):
         raise UsageError(f"{what} {path}: {e}") from None
 
 
+def _load_unrolled(path):
+    from ._serialization import load_model
+    from .recon import UnrolledEM
+
+    if not Path(path).exists():
+        raise UsageError(f"--model file not found: {path}")
+    try:
+        model = load_model(path)
+    except (ValueError, TypeError, OSError) as e:
+        raise UsageError(f"--model {path}: {e}") from None
+    if not isinstance(model, UnrolledEM):
+        raise UsageError(f"--model {path} holds a {type(model).__name__}, expected a trained UnrolledEM "
+                         "(saved with jaxspect.save_model)")
+    return model
+
+
 def reconstruct(args) -> Path:
     import jax.numpy as jnp
     import numpy as np
@@ -91,11 +108,7 @@ def reconstruct(args) -> Path:
     from ._psf import ExplicitPSF, GaussianPSF
     from .recon import mlem, osem
 
-    if args.model:
-        raise UsageError(
-            f"--model {args.model}: a saved model holds only arrays; loading it needs its architecture "
-            "(jaxspect.recon.load_model(path, like=UnrolledEM(...))). Use the Python API for learned reconstruction."
-        )
+    model = _load_unrolled(args.model) if args.model else None
     output = Path(args.output)
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output}")
@@ -184,6 +197,10 @@ def reconstruct(args) -> Path:
         image = osem(projector, y, x0, n_iter=args.iterations, n_subsets=args.subsets, background=r, progress=progress).image
     else:
         image = mlem(projector, y, x0, n_iter=args.iterations, background=r, progress=progress).image
+    if model is not None:
+        print(f"jaxspect: unrolled model {args.model} ({model.n_outer} outer x {model.n_inner} inner iterations) "
+              f"from the {args.algorithm} image", flush=True)
+        image = model(image, projector, y, r)
     image = np.asarray(image)
     jio.write_nifti(output, image, voxel_size)
     print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, counts-domain activity)")

@@ -5,7 +5,14 @@ import pytest
 
 pytest.importorskip("nibabel")
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxspect as js  # noqa: E402
+from jaxspect import save_model  # noqa: E402
 from jaxspect._cli import main  # noqa: E402
+from jaxspect.nn import PaperCNN  # noqa: E402
+from jaxspect.recon import UnrolledEM  # noqa: E402
 from jaxspect.io import read_interfile, read_nifti, write_nifti  # noqa: E402
 
 SIZE, SLICES, VIEWS = 16, 8, 12
@@ -43,6 +50,24 @@ def test_simulate_then_reconstruct(simulated, capsys):
     assert np.corrcoef(image.ravel(), truth.ravel())[0, 1] > 0.8
 
 
+def test_reconstruct_with_unrolled_model(simulated, tmp_path):
+    """--model runs a saved unrolled EM from the OSEM image: the same as the Python API."""
+    model = UnrolledEM(PaperCNN, jax.random.key(2), n_outer=2, beta=1.0)
+    save_model(tmp_path / "unrolled.eqx", model)
+    base = ["reconstruct", str(simulated / "sim.h00"), "--mumap", str(simulated / "sim_mumap.nii.gz"),
+            "--background", str(simulated / "sim_scatter.h00"), "--iterations", "2", "--subsets", "3", "--no-progress"]
+    assert main([*base, "--output", str(tmp_path / "osem.nii")]) == 0
+    assert main([*base, "--output", str(tmp_path / "learned.nii"), "--model", str(tmp_path / "unrolled.eqx")]) == 0
+    osem_image, voxel = read_nifti(tmp_path / "osem.nii")
+    learned, _ = read_nifti(tmp_path / "learned.nii")
+    data, scatter = read_interfile(simulated / "sim.h00"), read_interfile(simulated / "sim_scatter.h00")
+    mumap, _ = read_nifti(simulated / "sim_mumap.nii.gz")
+    projector = js.SPECTProjector(data.spect_geometry(js.GaussianPSF(2.5, 0.1)), jnp.asarray(mumap))
+    expected = model(jnp.asarray(osem_image), projector, jnp.asarray(data.counts), jnp.asarray(scatter.counts))
+    np.testing.assert_allclose(learned, expected, rtol=1e-4, atol=1e-4 * float(np.max(expected)))
+    assert not np.allclose(learned, osem_image)
+
+
 def _fails(capsys, argv, *needles):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -72,7 +97,10 @@ def test_cli_errors(simulated, capsys, tmp_path):
     _fails(capsys, ["reconstruct", sim, "--output", out, "--mumap", str(tmp_path / "hu.nii"), "--mumap-units", "per_cm"],
            "wrong --mumap-units")
     _fails(capsys, ["reconstruct", sim, "--output", out, "--scatter", "tew"], "--scatter tew needs the energy windows")
-    _fails(capsys, ["reconstruct", sim, "--output", out, "--model", "m.eqx"], "--model m.eqx")
+    _fails(capsys, ["reconstruct", sim, "--output", out, "--model", "m.eqx"], "--model file not found: m.eqx")
+    save_model(tmp_path / "cnn.eqx", PaperCNN(jax.random.key(0)))
+    _fails(capsys, ["reconstruct", sim, "--output", out, "--model", str(tmp_path / "cnn.eqx")],
+           "holds a PaperCNN, expected a trained UnrolledEM")
     _fails(capsys, ["reconstruct", sim, "--output", out, "--iterations", "0"], "--iterations must be a positive integer")
     _fails(capsys, ["reconstruct", sim, "--output", out, "--radius", "50", "--mumap", str(simulated / "sim_mumap.nii.gz")],
            "inconsistent geometry", "puts the detector inside the object")

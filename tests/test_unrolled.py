@@ -202,8 +202,28 @@ def test_training_reduces_loss_reproducibly_and_saves(rng, tmp_path, gradient):
     assert float(result.model.beta) == 1.0  # beta not trainable by default
     path = tmp_path / "model.eqx"
     save_model(path, result.model)
-    loaded = load_model(path, model)
-    np.testing.assert_array_equal(loaded.network.layers[0].weight, result.model.network.layers[0].weight)
+    for loaded in (load_model(path, model), load_model(path)):  # with a template, and from the file alone
+        assert (loaded.n_outer, loaded.n_inner, loaded.shared) == (2, 1, False)
+        for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(result.model)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_model_files(tmp_path):
+    path = tmp_path / "m.eqx"
+    model = UnrolledEM(lambda k: PaperCNN(k, channels=2), jax.random.key(1), n_outer=2, n_inner=3, beta=0.5,
+                       shared=True, train_beta=True)
+    save_model(path, model)
+    loaded = load_model(path)
+    assert (loaded.n_inner, loaded.shared, loaded.train_beta, float(loaded.beta)) == (3, True, True, 0.5)
+    assert loaded.network.layers[0].weight.shape == (2, 1, 3, 3, 3)
+    unknown = eqx.nn.Linear(2, 3, key=jax.random.key(0))  # not a registered type: needs a template
+    save_model(path, unknown)
+    with pytest.raises(ValueError, match="like="):
+        load_model(path)
+    np.testing.assert_array_equal(load_model(path, eqx.nn.Linear(2, 3, key=jax.random.key(9))).weight, unknown.weight)
+    (tmp_path / "junk.eqx").write_bytes(b"\x00\x01not a model")
+    with pytest.raises(ValueError, match="not a jaxspect model file"):
+        load_model(tmp_path / "junk.eqx")
 
 
 def test_bad_options():

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._serialization import register_model
 from ._conv import conv3d
 
 
@@ -40,3 +41,10 @@ class PaperCNN(eqx.Module):
             if i < len(self.layers) - 1:
                 h = jax.nn.relu(h)
         return x + h[0]
+
+
+register_model(
+    PaperCNN,
+    lambda m: {"channels": int(m.layers[0].out_channels), "dtype": str(m.layers[0].weight.dtype)},
+    lambda c: PaperCNN(jax.random.key(0), channels=c["channels"], dtype=c["dtype"]),
+)

@@ -19,10 +19,8 @@ from ._train import (
     FitResult as FitResult,
     TrainingData as TrainingData,
     fit as fit,
-    load_model as load_model,
     mse_loss as mse_loss,
     reconstruct_batch as reconstruct_batch,
-    save_model as save_model,
 )
 from ._batch import (
     batch_mlem as batch_mlem,
@@ -30,3 +28,4 @@ from ._batch import (
     patient_mesh as patient_mesh,
     stack_projectors as stack_projectors,
 )
+from .._serialization import load_model as load_model, save_model as save_model

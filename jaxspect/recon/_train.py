@@ -2,7 +2,8 @@
 
 AdamW (optax; learning rate 0.002 as in the paper), mean squared error against the true
 activity, batches of patients via ``vmap``, a validation loss per epoch, the best model kept,
-seeded shuffling, and save/load with ``eqx.tree_serialise_leaves``.
+seeded shuffling. Trained models are saved and loaded with :func:`jaxspect.save_model` /
+:func:`jaxspect.load_model`.
 """
 
 from __future__ import annotations
@@ -209,13 +210,3 @@ def _fit_sequential(model, train, val, *, key, **common):
         best_epoch,
         float(np.mean(seconds)),
     )
-
-
-def save_model(path, model: eqx.Module) -> None:
-    """Write a model's arrays to ``path`` (``eqx.tree_serialise_leaves``)."""
-    eqx.tree_serialise_leaves(path, model)
-
-
-def load_model(path, like: eqx.Module) -> eqx.Module:
-    """Read arrays saved by :func:`save_model` into a model with the structure of ``like``."""
-    return eqx.tree_deserialise_leaves(path, like)

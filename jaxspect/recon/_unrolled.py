@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._serialization import build_model, model_config, register_model
 from ._em import _ratio
 
 
@@ -172,3 +173,12 @@ class UnrolledEM(eqx.Module):
         else:
             x, iterates = lax.scan(outer, x0, arrays, length=self.n_outer)
         return iterates if return_iterates else x
+
+
+register_model(
+    UnrolledEM,
+    lambda m: {"network": model_config(m.network_at(0)), "n_outer": m.n_outer, "n_inner": m.n_inner,
+               "beta": float(m.beta), "shared": m.shared, "train_beta": m.train_beta},
+    lambda c: UnrolledEM(lambda key: build_model(c["network"]), jax.random.key(0), n_outer=c["n_outer"],
+                         n_inner=c["n_inner"], beta=c["beta"], shared=c["shared"], train_beta=c["train_beta"]),
+)
