@@ -169,6 +169,7 @@ def main(argv=None):
     parser.add_argument("--counts", type=float, default=2e6, help="total primary counts per patient")
     parser.add_argument("--retrain", action="store_true", help="train a model per noise realisation (paper protocol)")
     parser.add_argument("--methods", default="sequential,truncated,end-to-end")
+    parser.add_argument("--save-model", help="write the end-to-end model here (jaxspect.save_model; for `jaxspect demo --model`)")
     args = parser.parse_args(argv)
 
     if args.full:
@@ -212,6 +213,8 @@ def main(argv=None):
                          key=jax.random.key(r))
             train_seconds += time.perf_counter() - start
             seconds.append(fitted.seconds_per_epoch)
+            if args.save_model and name == "end-to-end" and r == 0:
+                js.save_model(args.save_model, fitted.model)
             evaluated = range(args.noise) if not args.retrain else [r]
             for rr in evaluated:
                 results[name].append(evaluate(_reconstruct(fitted.model, tests[rr]), test_p, rr))

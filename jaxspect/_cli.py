@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rotation", choices=("bilinear", "three_pass"), default="bilinear")
     demo.add_argument("--output", default="jaxspect-demo-output",
                       help="folder for the PNG figures and NIfTI volumes (default ./jaxspect-demo-output)")
+    demo.add_argument("--model", help="also run a trained unrolled EM (jaxspect.save_model file) from the OSEM image")
 
     sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile) + truth volumes (NIfTI)")
     sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00)")
@@ -263,7 +264,10 @@ def main(argv=None) -> int:
         if args.command == "demo":
             from ._demo import run_demo
 
-            run_demo(n=args.size, nz=args.slices, nview=args.views, rotation=args.rotation, output_dir=args.output)
+            if args.model:
+                _load_unrolled(args.model)  # clear error before the demo runs
+            run_demo(n=args.size, nz=args.slices, nview=args.views, rotation=args.rotation, output_dir=args.output,
+                     model_path=args.model)
         elif args.command == "simulate":
             simulate_files(args)
         elif args.command == "reconstruct":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +115,7 @@ def _timed(fn, *args):
 def run_demo(
     n: int = 64, nz: int = 40, nview: int = 64, voxel_mm: float = 9.6, rotation: str = "bilinear",
     osem_iterations: int = 8, osem_subsets: int = 4, total_counts: float = 2e6,
-    output_dir: str | Path | None = "jaxspect-demo-output",
+    output_dir: str | Path | None = "jaxspect-demo-output", model_path: str | Path | None = None,
 ) -> dict:
     """Run the demo and print its figures; returns them as a dict.
 
@@ -128,6 +129,11 @@ def run_demo(
     per iteration) and the NIfTI volumes ``truth.nii.gz``, ``mumap.nii.gz`` (1/mm),
     ``osem.nii.gz`` (scaled back to the truth's units) and ``voi_<name>.nii.gz`` masks; their
     paths are returned under ``"files"`` and printed.
+
+    With ``model_path`` (a trained :class:`jaxspect.recon.UnrolledEM` saved with
+    :func:`jaxspect.save_model`, e.g. by ``benchmarks/training_methods.py --save-model``) the
+    model is also run from the OSEM image; its VOI table is printed (``"unrolled_voi_table"``)
+    and its image written as ``unrolled.nii.gz``.
     """
     shape, vs = (n, n, nz), (voxel_mm,) * 3
     phantom = torso_phantom(jax.random.key(0), shape=shape, voxel_size=vs)
@@ -198,12 +204,28 @@ def run_demo(
           f"(10% scatter): {t_osem:.1f} s including compilation")
     print("\nOSEM vs truth, per VOI (images normalised to 1 MBq per field of view):")
     print(format_table(table))
+    unrolled = None
+    if model_path is not None:
+        from ._serialization import load_model
+
+        model = load_model(model_path)
+        start = time.perf_counter()
+        unrolled = jax.block_until_ready(eqx.filter_jit(model)(recon, projector, data.counts, data.background))
+        figures["unrolled_voi_table"] = voi_table(unrolled, x, masks)
+        print(f"\nUnrolled EM ({model_path}, {model.n_outer} outer iterations from the OSEM image, "
+              f"{time.perf_counter() - start:.1f} s) vs truth, per VOI:")
+        print(format_table(figures["unrolled_voi_table"]))
     if output_dir is not None:
         figures["files"] = write_outputs(
             Path(output_dir), activity=np.asarray(activity), mumap=np.asarray(mumap),
             recon=np.asarray(recon) / float(data.scale), masks=masks, voxel_size=vs, phantom=phantom,
             log_likelihood=figures["osem_log_likelihood"], nrmse=figures["osem_nrmse"],
         )
+        if unrolled is not None:
+            from .io import write_nifti
+
+            figures["files"].append(write_nifti(Path(output_dir) / "unrolled.nii.gz",
+                                                np.asarray(unrolled) / float(data.scale), vs))
         print(f"\nwrote {len(figures['files'])} files to {Path(output_dir).resolve()}:")
         for path in figures["files"]:
             print(f"  {path.name}")

@@ -3,13 +3,21 @@
 import numpy as np
 import pytest
 
+import jax
+
+from jaxspect import save_model
 from jaxspect.__main__ import main
+from jaxspect.nn import PaperCNN
+from jaxspect.recon import UnrolledEM
 from jaxspect._demo import run_demo
 
 
 def test_demo_figures_are_physical(capsys, tmp_path):
     out_dir = tmp_path / "demo"
-    figures = run_demo(n=32, nz=20, nview=16, voxel_mm=19.2, osem_iterations=3, osem_subsets=4, output_dir=out_dir)
+    model_path = tmp_path / "unrolled.eqx"
+    save_model(model_path, UnrolledEM(PaperCNN, jax.random.key(0), n_outer=1, beta=1.0))
+    figures = run_demo(n=32, nz=20, nview=16, voxel_mm=19.2, osem_iterations=3, osem_subsets=4, output_dir=out_dir,
+                       model_path=model_path)
     out = capsys.readouterr().out
     assert "adjoint dot test" in out and "counts per view" in out and "lesion_1" in out
     assert figures["views_shape"] == (32, 20, 16)
@@ -25,10 +33,13 @@ def test_demo_figures_are_physical(capsys, tmp_path):
     # convergence history: x_0 .. x_3, likelihood rising, NRMSE falling from the flat start
     ll, nrmse = figures["osem_log_likelihood"], figures["osem_nrmse"]
     assert ll.shape == (4,) and np.all(np.diff(ll) > 0) and nrmse[-1] < nrmse[0]
+    # the (untrained) unrolled model ran from the OSEM image and got its own table
+    assert "Unrolled EM" in out and set(figures["unrolled_voi_table"]) == set(table)
+    assert figures["unrolled_voi_table"]["liver"]["MAE %"] != table["liver"]["MAE %"]
 
     names = sorted(p.name for p in figures["files"])
     for expected in ("slices.png", "profile.png", "convergence.png", "truth.nii.gz", "mumap.nii.gz",
-                     "osem.nii.gz", "voi_liver.nii.gz", "voi_lesion_1.nii.gz"):
+                     "osem.nii.gz", "voi_liver.nii.gz", "voi_lesion_1.nii.gz", "unrolled.nii.gz"):
         assert expected in names
     assert all(p.parent == out_dir and p.stat().st_size > 0 for p in figures["files"])
     assert str(out_dir.resolve()) in out and "slices.png" in out
