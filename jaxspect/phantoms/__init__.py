@@ -28,3 +28,9 @@ from ._torso import (
     TorsoPhantom as TorsoPhantom,
     torso_phantom as torso_phantom,
 )
+from ._brain import (
+    BrainPhantom2D as BrainPhantom2D,
+    brain_phantom_2d as brain_phantom_2d,
+    brain_phantoms_2d as brain_phantoms_2d,
+    phantom_keys as phantom_keys,
+)
