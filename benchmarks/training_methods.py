@@ -161,7 +161,7 @@ def main(argv=None):
     size.add_argument("--full", action="store_true", help="the paper's size: 128x128x80 of 4.8 mm, 128 views")
     size.add_argument("--quick", action="store_true", help="tiny smoke run: 32x32x20, 32 views, few epochs")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per method (per network for sequential)")
-    parser.add_argument("--train", type=int, default=3, help="training patients")
+    parser.add_argument("--train", type=int, default=2, help="training patients (2 as in the paper's XCAT study)")
     parser.add_argument("--val", type=int, default=1, help="validation patients")
     parser.add_argument("--test", type=int, default=2, help="test patients")
     parser.add_argument("--noise", type=int, default=3, help="noise realisations")
@@ -169,6 +169,7 @@ def main(argv=None):
     parser.add_argument("--counts", type=float, default=2e6, help="total primary counts per patient")
     parser.add_argument("--retrain", action="store_true", help="train a model per noise realisation (paper protocol)")
     parser.add_argument("--methods", default="sequential,truncated,end-to-end")
+    parser.add_argument("--log", action="store_true", help="print the losses of every epoch")
     parser.add_argument("--save-model", help="write the end-to-end model here (jaxspect.save_model; for `jaxspect demo --model`)")
     args = parser.parse_args(argv)
 
@@ -177,7 +178,7 @@ def main(argv=None):
     elif args.quick:
         n, nz, nview, voxel, epochs = 32, 20, 32, 19.2, 4
     else:
-        n, nz, nview, voxel, epochs = 64, 40, 64, 9.6, 100
+        n, nz, nview, voxel, epochs = 64, 40, 64, 9.6, 40
     epochs = args.epochs or epochs
     methods = [m.strip() for m in args.methods.split(",")]
     for m in methods:
@@ -210,7 +211,7 @@ def main(argv=None):
             train, val = training_data(train_p, r), training_data(val_p, r)
             start = time.perf_counter()
             fitted = fit(init, train, val, epochs=epochs, gradient=gradient, batch_size=args.batch_size,
-                         key=jax.random.key(r))
+                         key=jax.random.key(r), log=args.log)
             train_seconds += time.perf_counter() - start
             seconds.append(fitted.seconds_per_epoch)
             if args.save_model and name == "end-to-end" and r == 0:

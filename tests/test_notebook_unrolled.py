@@ -14,14 +14,14 @@ def test_unrolled_em_notebook_runs(monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.setitem(os.environ, "MPLBACKEND", "Agg")
     monkeypatch.setitem(os.environ, "UNROLLED_SIZE", "16")
-    monkeypatch.setitem(os.environ, "UNROLLED_EPOCHS", "4")
+    monkeypatch.setitem(os.environ, "UNROLLED_EPOCHS", "2")
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     ns = runpy.run_path(str(NOTEBOOK))
     fits = ns["fits"]
     assert set(fits) == {"sequential", "truncated", "end-to-end"}
-    assert len(fits["sequential"].val_loss) == 3 * 4  # three networks, one after the other
+    assert len(fits["sequential"].val_loss) == 3 * 2  # three networks, one after the other
     for f in fits.values():
         assert np.all(np.isfinite(f.train_loss)) and np.all(np.isfinite(f.val_loss))
     e2e = fits["end-to-end"].train_loss
