@@ -32,7 +32,7 @@ the step of one network, as the paper reports.
 
 Usage::
 
-    python benchmarks/training_methods.py               # 64x64x40, ~30-40 min on 2 cores
+    python benchmarks/training_methods.py               # 64x64x40, ~30 min on 2 busy cores
     python benchmarks/training_methods.py --quick       # tiny smoke run (~2 min)
     python benchmarks/training_methods.py --full        # the paper's size (GPU recommended)
 """
