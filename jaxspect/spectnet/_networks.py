@@ -40,7 +40,6 @@ All networks take batches: images ``(B, n, n)``, padded sinograms ``(B, n, n)``;
 
 from __future__ import annotations
 
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
