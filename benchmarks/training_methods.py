@@ -57,7 +57,8 @@ from jaxspect.metrics import voi_table  # noqa: E402
 from jaxspect.nn import PaperCNN, count_parameters  # noqa: E402
 from jaxspect.phantoms import torso_phantom  # noqa: E402
 from jaxspect.recon import (  # noqa: E402
-    EndToEnd, Sequential, TrainingData, Truncated, UnrolledEM, fit, mse_loss, reconstruct_batch,
+    EndToEnd, Sequential, TrainingData, Truncated, UnrolledEM, batch_osem, fit, mse_loss, reconstruct_batch,
+    stack_projectors,
 )
 from jaxspect.recon._train import _trainable  # noqa: E402
 
@@ -91,24 +92,14 @@ def make_patient(seed: int, n: int, nz: int, nview: int, voxel_mm: float, counts
     }
 
 
-def stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
-@eqx.filter_jit
-def _osem_batch(projectors, counts, background):
-    run = lambda a, y, r: js.osem(a, y, jnp.ones(a.in_shape, y.dtype), n_iter=16, n_subsets=4, background=r).image
-    return eqx.filter_vmap(run)(projectors, counts, background)
-
-
 _reconstruct = eqx.filter_jit(reconstruct_batch)
 
 
 def training_data(patients, realisation: int) -> TrainingData:
-    projectors = stack([p["projector"] for p in patients])
+    projectors = stack_projectors([p["projector"] for p in patients])
     y = jnp.stack([p["counts"][realisation] for p in patients])
     background = jnp.stack([p["background"] for p in patients])
-    x0 = _osem_batch(projectors, y, background)
+    x0 = batch_osem(projectors, y, n_iter=16, n_subsets=4, background=background)  # the warm start
     return TrainingData(projectors, y, background, x0, jnp.stack([p["target"] for p in patients]))
 
 
