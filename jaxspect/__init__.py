@@ -21,6 +21,7 @@ from ._serialization import load_model as load_model, save_model as save_model
 from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
 from ._simulate import SimulatedData as SimulatedData, simulate as simulate
 from . import io as io, metrics as metrics, nn as nn, phantoms as phantoms, recon as recon, spectnet as spectnet
+from . import training as training
 from .recon import EMResult as EMResult, mlem as mlem, osem as osem
 
 __version__ = "0.1.0"

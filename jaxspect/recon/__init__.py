@@ -13,14 +13,17 @@ from ._unrolled import (
     Sequential as Sequential,
     Truncated as Truncated,
     UnrolledEM as UnrolledEM,
+    image_scale as image_scale,
     regularized_em_step as regularized_em_step,
+    sensitivity_scale as sensitivity_scale,
 )
 from ._train import (
     FitResult as FitResult,
     TrainingData as TrainingData,
     fit as fit,
-    mse_loss as mse_loss,
     reconstruct_batch as reconstruct_batch,
+    relative_squared_error as relative_squared_error,
+    training_loss as training_loss,
 )
 from ._batch import (
     batch_mlem as batch_mlem,

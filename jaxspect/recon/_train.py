@@ -1,22 +1,26 @@
 """Training the unrolled EM: end-to-end, with gradient truncation, or sequentially.
 
-AdamW (optax; learning rate 0.002 as in the paper), mean squared error against the true
-activity, batches of patients via ``vmap``, a validation loss per epoch, the best model kept,
-seeded shuffling. Trained models are saved and loaded with :func:`jaxspect.save_model` /
-:func:`jaxspect.load_model`.
+AdamW (optax; learning rate 0.002 as in the paper), the relative squared error against the
+true activity, batches of patients via ``vmap``, a validation loss (and per-VOI MAE) per epoch,
+the best model kept, seeded shuffling, learning-rate schedules, gradient clipping and
+checkpoint/resume, all through :func:`jaxspect.training.train`. Trained models are saved and
+loaded with :func:`jaxspect.save_model` / :func:`jaxspect.load_model`.
 """
 
 from __future__ import annotations
 
-import time
+import os
+from typing import Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from .. import metrics
+from ..training import make_optimizer, train as train_loop
 from ._unrolled import AbstractGradient, EndToEnd, Sequential, UnrolledEM
 
 
@@ -67,20 +71,59 @@ def reconstruct_batch(model: UnrolledEM, data: TrainingData, gradient: AbstractG
     return eqx.filter_vmap(run, in_axes=(_patient_axes(data), 0, 0, 0))(data.projectors, data.y, data.background, data.x0)
 
 
-def mse_loss(model: UnrolledEM, data: TrainingData, gradient: AbstractGradient = EndToEnd()):
-    """Mean squared error of the unrolled reconstruction against the targets."""
-    return jnp.mean((reconstruct_batch(model, data, gradient) - data.target) ** 2)
+def relative_squared_error(x: Float[Array, "p ..."], target: Float[Array, "p ..."]) -> Float[Array, ""]:
+    """Mean over patients (axis 0) of ``||x - t||^2 / ||t||^2``: the squared whole-image NRMSE,
+    dimensionless, so every patient weighs the same at any count level."""
+    axes = tuple(range(1, x.ndim))
+    return jnp.mean(jnp.sum((x - target) ** 2, axis=axes) / jnp.sum(target**2, axis=axes))
+
+
+def training_loss(model: UnrolledEM, data: TrainingData, gradient: AbstractGradient = EndToEnd()) -> Float[Array, ""]:
+    """The training loss: :func:`relative_squared_error` of the unrolled reconstruction."""
+    return relative_squared_error(reconstruct_batch(model, data, gradient), data.target)
+
+
+class _UnrolledLoss(eqx.Module):
+    """``training_loss`` with the gradient strategy bound (a hashable callable: the compiled step is reused)."""
+
+    gradient: AbstractGradient
+
+    def __call__(self, model, batch):
+        return training_loss(model, batch, self.gradient)
+
+
+class _NetworkLoss(eqx.Module):
+    """Sequential training: the loss of one outer iteration's network alone on its inputs."""
+
+    def __call__(self, network, batch):
+        u = jax.vmap(lambda x: UnrolledEM.regularizer(network, x))(batch.x0)
+        return relative_squared_error(u, batch.target)
 
 
 class FitResult(eqx.Module):
-    """Output of :func:`fit`: the best model (lowest validation loss, or training loss without
-    validation data) and the per-epoch losses and times."""
+    """Output of :func:`fit`.
+
+    Attributes:
+        model: the best model (lowest validation loss; lowest training loss without validation).
+        history: per-epoch arrays: ``"train_loss"``, ``"seconds"``, and with validation data
+            ``"val_loss"`` and, when ``voi_masks`` were given, ``"val_MAE/<voi>"`` (eq. 9, %).
+            Sequential training concatenates its networks' epochs.
+        best_epoch: epoch of the kept model (of the last network for sequential training).
+        seconds_per_epoch: median over epochs after the first (which compiles).
+    """
 
     model: UnrolledEM
-    train_loss: np.ndarray
-    val_loss: np.ndarray | None
+    history: dict
     best_epoch: int
     seconds_per_epoch: float
+
+    @property
+    def train_loss(self) -> np.ndarray:
+        return self.history["train_loss"]
+
+    @property
+    def val_loss(self) -> np.ndarray | None:
+        return self.history.get("val_loss")
 
 
 def _trainable(model: UnrolledEM):
@@ -90,43 +133,44 @@ def _trainable(model: UnrolledEM):
     return eqx.tree_at(lambda m: m.beta, spec, model.train_beta)
 
 
-def _run_epochs(params, static, loss_fn, train, val, *, epochs, batch_size, learning_rate, weight_decay, key, log):
-    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
-    state = optimizer.init(params)
+_reconstruct = eqx.filter_jit(reconstruct_batch)
+_apply_network = eqx.filter_jit(lambda net, x: jax.vmap(lambda xi: UnrolledEM.regularizer(net, xi))(x))
 
-    @eqx.filter_jit
-    def step(params, state, batch):
-        loss, grads = eqx.filter_value_and_grad(lambda p: loss_fn(eqx.combine(p, static), batch))(params)
-        updates, state = optimizer.update(grads, state, params)
-        return eqx.apply_updates(params, updates), state, loss
 
-    evaluate = eqx.filter_jit(lambda p, batch: loss_fn(eqx.combine(p, static), batch))
-    n = train.n_patients
-    batch_size = n if batch_size is None else min(batch_size, n)
-    best, best_loss, best_epoch = params, np.inf, -1
-    train_losses, val_losses, times = [], [], []
-    for epoch in range(epochs):
-        key, sub = jax.random.split(key)
-        order = np.asarray(jax.random.permutation(sub, n))
-        start = time.perf_counter()
-        losses = []
-        for b in range(0, n, batch_size):
-            params, state, loss = step(params, state, train.take(order[b : b + batch_size]))
-            losses.append(float(loss))
-        times.append(time.perf_counter() - start)
-        train_losses.append(float(np.mean(losses)))
-        monitored = train_losses[-1]
-        if val is not None:
-            val_losses.append(float(evaluate(params, val)))
-            monitored = val_losses[-1]
-        if monitored < best_loss:
-            best, best_loss, best_epoch = params, monitored, epoch
-        if log:
-            extra = f", validation {val_losses[-1]:.4g}" if val is not None else ""
-            print(f"epoch {epoch + 1}/{epochs}: training {train_losses[-1]:.4g}{extra} ({times[-1]:.2f} s)", flush=True)
-    # The first epoch includes compilation: report the median of the rest when there is one.
-    seconds = float(np.median(times[1:] if len(times) > 1 else times))
-    return best, np.asarray(train_losses), (np.asarray(val_losses) if val is not None else None), best_epoch, seconds
+def _validator(val: TrainingData | None, voi_masks, predict):
+    """``model -> {"val_loss", "val_MAE/<voi>"}`` on ``val`` with ``predict(model, val)``."""
+    if val is None:
+        return None
+    masks = {name: np.asarray(m, bool) for name, m in (voi_masks or {}).items()}
+    for name, m in masks.items():
+        if m.shape != tuple(val.target.shape):
+            raise ValueError(f"voi_masks[{name!r}] must have the validation targets' shape {tuple(val.target.shape)}, "
+                             f"got {m.shape}")
+    target = np.asarray(val.target)
+
+    def validate(model):
+        x = predict(model, val)
+        record = {"val_loss": float(relative_squared_error(x, val.target))}
+        x = np.asarray(x)
+        for name, m in masks.items():
+            present = [p for p in range(len(x)) if m[p].any()]
+            record[f"val_MAE/{name}"] = float(np.mean(
+                [metrics.mae(metrics.normalize_total(x[p]), metrics.normalize_total(target[p]), m[p]) for p in present]))
+        return record
+
+    return validate
+
+
+def _batches(data: TrainingData, batch_size: int | None):
+    n = data.n_patients
+    size = n if batch_size is None else min(int(batch_size), n)
+
+    def batches(key):
+        order = np.asarray(jax.random.permutation(key, n))
+        for b in range(0, n, size):
+            yield (data.take(order[b : b + size]),)
+
+    return batches
 
 
 def fit(
@@ -136,33 +180,45 @@ def fit(
     *,
     epochs: int,
     gradient: AbstractGradient = EndToEnd(),
-    learning_rate: float = 0.002,
+    learning_rate: float | optax.Schedule = 0.002,
     weight_decay: float = 1e-4,
+    clip_norm: float | None = None,
     batch_size: int | None = None,
     key: PRNGKeyArray,
+    voi_masks: Mapping[str, Bool[Array, "p nx ny nz"]] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
     log: bool = False,
 ) -> FitResult:
-    """Train ``model`` with AdamW on the MSE to ``train.target``.
+    """Train ``model`` with AdamW on :func:`training_loss` (relative squared error to ``train.target``).
 
     ``gradient`` selects the training method: :class:`EndToEnd` (optionally checkpointed),
     :class:`Truncated`, or :class:`Sequential` (each outer iteration's network trained for
-    ``epochs`` epochs on ``MSE(g_k(x_k), target)`` with the earlier ones frozen, then one
-    regularised EM step produces the next inputs; needs ``shared=False``). Shuffling uses
-    ``key``; results are reproducible for a given key.
+    ``epochs`` epochs on its own output ``s g_k(x_k / s)`` against the target, with the earlier
+    ones frozen, then one regularised EM outer step produces the next inputs; needs
+    ``shared=False``).
+
+    ``learning_rate`` is a float or an optax schedule (per optimiser step), ``clip_norm`` clips
+    the gradient's global norm. ``voi_masks`` (boolean ``(P, nx, ny, nz)`` per VOI, for the
+    validation patients) adds the per-VOI MAE of every epoch to the history. ``checkpoint``
+    names a file that is written every ``checkpoint_every`` epochs and resumed from when it
+    exists (sequential training uses one file per network, ``<checkpoint>.k<k>``). Shuffling
+    uses ``key``; results are reproducible for a given key, resumed or not.
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(gradient, AbstractGradient):
         raise TypeError(f"gradient must be EndToEnd(), Truncated() or Sequential(), got {gradient!r}")
-    common = dict(epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
-                  weight_decay=weight_decay, log=log)
-    if not isinstance(gradient, Sequential):
-        params, static = eqx.partition(model, _trainable(model))
-        loss_fn = lambda m, batch: mse_loss(m, batch, gradient)
-        params, train_loss, val_loss, best_epoch, seconds = _run_epochs(
-            params, static, loss_fn, train, val, key=key, **common)
-        return FitResult(eqx.combine(params, static), train_loss, val_loss, best_epoch, seconds)
-    return _fit_sequential(model, train, val, key=key, **common)
+    optimizer = make_optimizer(learning_rate, algorithm="adamw", weight_decay=float(weight_decay),
+                               clip_norm=None if clip_norm is None else float(clip_norm))
+    common = dict(epochs=int(epochs), optimizer=optimizer, log=log, checkpoint_every=checkpoint_every)
+    if isinstance(gradient, Sequential):
+        return _fit_sequential(model, train, val, batch_size=batch_size, key=key, voi_masks=voi_masks,
+                               checkpoint=checkpoint, **common)
+    validate = _validator(val, voi_masks, lambda m, d: _reconstruct(m, d, gradient))
+    result = train_loop(model, _UnrolledLoss(gradient), _batches(train, batch_size), key=key,
+                        trainable=_trainable(model), validate=validate, checkpoint=checkpoint, **common)
+    return FitResult(result.model, result.history, result.best_epoch, result.seconds_per_epoch)
 
 
 def _advance(model: UnrolledEM, k: int, data: TrainingData) -> TrainingData:
@@ -178,35 +234,28 @@ def _advance(model: UnrolledEM, k: int, data: TrainingData) -> TrainingData:
     return eqx.tree_at(lambda d: d.x0, data, jax.lax.stop_gradient(x1))
 
 
-def _fit_sequential(model, train, val, *, key, **common):
+def _fit_sequential(model, train, val, *, batch_size, key, voi_masks, checkpoint, **common):
     if model.shared:
         raise ValueError("sequential training needs per-iteration networks (UnrolledEM(shared=False))")
     arrays, static = eqx.partition(model.network, eqx.is_array)
-    train_losses, val_losses, seconds = [], [], []
-    best_epoch = -1
+    histories, seconds, best_epoch = [], [], -1
     for k in range(model.n_outer):
-        network = model.network_at(k)
-        params, net_static = eqx.partition(network, eqx.is_inexact_array)
-
-        def loss_fn(net, batch):
-            return jnp.mean((jax.vmap(net)(batch.x0) - batch.target) ** 2)
-
         key, sub = jax.random.split(key)
-        best, tl, vl, best_epoch, s = _run_epochs(params, net_static, loss_fn, train, val, key=sub, **common)
-        trained = eqx.combine(best, net_static)
-        new_arrays = eqx.filter(trained, eqx.is_array)
+        result = train_loop(model.network_at(k), _NetworkLoss(), _batches(train, batch_size), key=sub,
+                            validate=_validator(val, voi_masks, _apply_network_to), label=f"network {k + 1}: ",
+                            checkpoint=None if checkpoint is None else f"{checkpoint}.k{k}", **common)
+        new_arrays = eqx.filter(result.model, eqx.is_array)
         arrays = jax.tree_util.tree_map(lambda stacked, a: stacked.at[k].set(a), arrays, new_arrays)
         model = eqx.tree_at(lambda m: m.network, model, eqx.combine(arrays, static))
         train = _advance(model, k, train)
         if val is not None:
             val = _advance(model, k, val)
-        train_losses.append(tl)
-        val_losses.append(vl)
-        seconds.append(s)
-    return FitResult(
-        model,
-        np.concatenate(train_losses),
-        None if val is None else np.concatenate(val_losses),
-        best_epoch,
-        float(np.mean(seconds)),
-    )
+        histories.append(result.history)
+        seconds.append(result.seconds_per_epoch)
+        best_epoch = result.best_epoch
+    history = {name: np.concatenate([h[name] for h in histories]) for name in histories[0]}
+    return FitResult(model, history, best_epoch, float(np.mean(seconds)))
+
+
+def _apply_network_to(network, data: TrainingData):
+    return _apply_network(network, data.x0)
