@@ -1,0 +1,153 @@
+"""Simulated torso patients for the learned-reconstruction benchmarks (public API only).
+
+One builder for ``training_methods.py`` and ``beta_sweep.py``:
+
+- torso phantoms (``jaxspect.phantoms.torso_phantom``: Lu-177 at 208 keV, liver lesions of
+  67/10/9/5 mL), each patient a different PRNG key (anatomy, concentrations, lesion positions);
+  the field of view is cropped axially around the liver (the phantom's anatomy is in mm, the
+  grid is centred on it), so the whole body still fits transaxially;
+- a body-contouring orbit (10 mm clearance), a medium-energy collimator response
+  FWHM(d) = sqrt(2.5^2 + (0.1 d)^2) mm, Poisson counts plus 10 % uniform scatter;
+- **no inverse crime** (``fine=True``, the default): the phantom is built on a grid twice as fine
+  in every direction and projected there (detector bins of half the size, the same angles),
+  the counts are drawn there and summed over 2 x 2 detector bins; the reconstruction grid's truth,
+  attenuation map and VOI masks are the 2 x 2 x 2 means of the fine ones (a mask keeps the coarse
+  voxels at least half inside the fine VOI). The reconstruction's system model therefore never
+  generated its data;
+- warm start: OSEM 16 iterations x 4 subsets from a uniform image (as in the paper).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxspect as js
+from jaxspect.metrics import voi_table
+from jaxspect.phantoms import torso_phantom
+from jaxspect.recon import TrainingData, batch_osem, stack_projectors
+
+FWHM0_MM, SLOPE = 2.5, 0.1  # medium-energy parallel-hole collimator (Lu-177)
+ROWS = ("lesion_1", "lesion_2", "lesion_3", "lesion_4", "liver", "lung", "spleen", "kidney")
+SMALL_LESIONS = ("lesion_2", "lesion_3", "lesion_4")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSize:
+    """Reconstruction grid ``(n, n, nz)`` of ``voxel_mm`` voxels, ``nview`` views, and the
+    expected primary counts per patient."""
+
+    n: int
+    nz: int
+    voxel_mm: float
+    nview: int
+    counts: float
+
+    def describe(self) -> str:
+        return (f"{self.n}x{self.n}x{self.nz} voxels of {self.voxel_mm} mm ({self.n * self.voxel_mm:.0f} x "
+                f"{self.n * self.voxel_mm:.0f} x {self.nz * self.voxel_mm:.0f} mm, axially cropped around the liver), "
+                f"{self.nview} views, {self.counts:.3g} primary counts + 10% scatter")
+
+
+SIZES = {
+    "quick": ProblemSize(24, 12, 19.2, 24, 3e5),
+    "default": ProblemSize(40, 16, 9.6, 40, 1e6),
+    "fine": ProblemSize(80, 40, 4.8, 64, 1e6),  # the paper's voxels
+    "full": ProblemSize(128, 80, 4.8, 128, 2e6),  # the paper's size
+}
+
+
+def _pool(a, f: int):
+    """Mean over ``f x f x f`` blocks."""
+    nx, ny, nz = a.shape
+    return a.reshape(nx // f, f, ny // f, f, nz // f, f).mean(axis=(1, 3, 5))
+
+
+def _bin_views(v, f: int):
+    """Sum over ``f x f`` detector bins of views ``(nx, nz, nview)``."""
+    nx, nz, nview = v.shape
+    return v.reshape(nx // f, f, nz // f, f, nview).sum(axis=(1, 3))
+
+
+def _geometry(shape, voxel_mm, angles, body):
+    psf = js.GaussianPSF(FWHM0_MM, SLOPE)
+    probe = js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=shape[0] * voxel_mm)
+    radii = np.asarray(probe.object_extent(body)) + 10.0
+    return js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=radii)
+
+
+def make_patient(seed: int, size: ProblemSize, n_noise: int, *, fine: bool = True) -> dict:
+    """One simulated patient: projector (reconstruction grid), ``n_noise`` count realisations,
+    background, true activity in the data's count units, and VOI masks."""
+    f = 2 if fine else 1
+    shape = (size.n, size.n, size.nz)
+    sim_shape = tuple(f * s for s in shape)
+    phantom = torso_phantom(jax.random.key(seed), shape=sim_shape, voxel_size=(size.voxel_mm / f,) * 3)
+    angles = 2 * np.pi * np.arange(size.nview) / size.nview
+    sim_geometry = _geometry(sim_shape, size.voxel_mm / f, angles, phantom.masks["body"])
+    sim = js.SPECTProjector(sim_geometry, jnp.asarray(phantom.mumap, jnp.float32))
+    primary = eqx.filter_jit(sim)(jnp.asarray(phantom.activity, jnp.float32))
+    primary = _bin_views(primary, f)
+    scale = size.counts / float(jnp.sum(primary))
+    primary = primary * scale
+    background = jnp.full_like(primary, 0.1 * size.counts / primary.size)
+    keys = jax.random.split(jax.random.key(1000 + seed), n_noise)
+    counts = jax.vmap(lambda k: jax.random.poisson(k, primary + background).astype(jnp.float32))(keys)
+
+    pool = (lambda a: _pool(np.asarray(a, np.float64), f)) if f > 1 else (lambda a: np.asarray(a, np.float64))
+    fractions = {k: pool(v) for k, v in phantom.masks.items()}
+    # a coarse voxel belongs to a VOI when at least half of it does (or, for a VOI smaller than
+    # every coarse voxel, when it holds at least half the VOI's largest fraction)
+    masks = {k: v >= min(0.5, 0.5 * v.max()) for k, v in fractions.items()}
+    masks["lung"] = masks["lung_left"] | masks["lung_right"]
+    masks["kidney"] = masks["kidney_left"] | masks["kidney_right"]
+    mumap = jnp.asarray(pool(phantom.mumap), jnp.float32)
+    geometry = _geometry(shape, size.voxel_mm, angles, pool(phantom.masks["body"]) > 0)  # mumap's support
+    # activity per voxel of the reconstruction grid, in the data's count units (f^3 fine voxels)
+    target = jnp.asarray(pool(phantom.activity) * f**3 * scale, jnp.float32)
+    return {
+        "projector": js.SPECTProjector(geometry, mumap),
+        "counts": counts,
+        "background": background,
+        "target": target,
+        "masks": {name: masks[name] for name in ROWS},
+    }
+
+
+def training_data(patients, realisation: int) -> TrainingData:
+    """Patients of one noise realisation, with OSEM 16x4 warm starts."""
+    projectors = stack_projectors([p["projector"] for p in patients])
+    y = jnp.stack([p["counts"][realisation] for p in patients])
+    background = jnp.stack([p["background"] for p in patients])
+    x0 = batch_osem(projectors, y, n_iter=16, n_subsets=4, background=background)
+    return TrainingData(projectors, y, background, x0, jnp.stack([p["target"] for p in patients]))
+
+
+def voi_masks(patients) -> dict:
+    """``{voi: (P, nx, ny, nz) bool}`` for ``fit(voi_masks=...)``."""
+    return {name: jnp.stack([p["masks"][name] for p in patients]) for name in ROWS}
+
+
+def evaluate(images, patients) -> dict:
+    """Per-VOI MAE and NRMSE (%) of ``images`` (one per patient), averaged over the patients."""
+    tables = [voi_table(img, p["target"], p["masks"]) for img, p in zip(images, patients)]
+    return {row: {m: float(np.mean([t[row][m] for t in tables])) for m in ("MAE %", "NRMSE %")} for row in ROWS}
+
+
+def print_table(results: dict, metric: str, rows=ROWS) -> None:
+    """``results[method]`` is a list (one per noise realisation) of :func:`evaluate` outputs."""
+    methods = list(results)
+    width = max(16, max(len(m) for m in methods) + 2)
+    print(f"\n{metric} (mean +- std over noise realisations; * lowest)")
+    print(f"{'VOI':10s}" + "".join(f"{m:>{width}s}" for m in methods))
+    for row in rows:
+        means = [np.mean([r[row][metric] for r in results[m]]) for m in methods]
+        best = int(np.argmin(means))
+        cells = [f"{np.mean([r[row][metric] for r in results[m]]):.1f} +- "
+                 f"{np.std([r[row][metric] for r in results[m]]):.1f}{'*' if i == best else ' '}"
+                 for i, m in enumerate(methods)]
+        print(f"{row:10s}" + "".join(f"{c:>{width}s}" for c in cells))

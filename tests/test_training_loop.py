@@ -1,0 +1,139 @@
+"""The shared training loop: schedules, clipping, checkpoint/resume, records, compile reuse."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxspect as js
+from jaxspect.nn import PaperCNN
+from jaxspect.phantoms import ellipsoid
+from jaxspect.recon import EndToEnd, Sequential, TrainingData, UnrolledEM, fit, mlem
+from jaxspect.training import make_optimizer, train
+
+from .conftest import random_symmetric_psf
+
+SHAPE, VS = (8, 8, 4), (4.0, 4.0, 4.0)
+
+
+def _regression(key):
+    """A linear model and a noisy linear data set, 4 minibatches per epoch."""
+    kx, kw, kn = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (32, 3))
+    y = x @ jnp.asarray([1.0, -2.0, 0.5]) + 0.3 + 0.01 * jax.random.normal(kn, (32,))
+
+    def batches(k):
+        order = np.asarray(jax.random.permutation(k, 32))
+        for b in range(0, 32, 8):
+            yield x[order[b : b + 8]], y[order[b : b + 8]]
+
+    return eqx.nn.Linear(3, "scalar", key=kw), batches, (x, y)
+
+
+def squared_error(model, x, y):
+    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+
+def test_train_converges_and_records():
+    model, batches, (x, y) = _regression(jax.random.key(0))
+    opt = make_optimizer(0.05, algorithm="adam")
+    result = train(model, squared_error, batches, epochs=60, optimizer=opt, key=jax.random.key(1),
+                   validate=lambda m: {"val_loss": float(squared_error(m, x, y)), "bias": float(m.bias[0])})
+    h = result.history
+    assert set(h) == {"train_loss", "seconds", "val_loss", "bias"} and all(len(v) == 60 for v in h.values())
+    assert h["val_loss"][-1] < 1e-2 * h["val_loss"][0]
+    assert abs(h["bias"][-1] - 0.3) < 0.05
+    assert result.best_epoch == int(np.argmin(h["val_loss"]))
+
+
+def test_make_optimizer_is_cached_and_checks():
+    assert make_optimizer(0.01, clip_norm=1.0) is make_optimizer(0.01, clip_norm=1.0)
+    assert make_optimizer(0.01) is not make_optimizer(0.02)
+    with pytest.raises(ValueError, match="learning_rate"):
+        make_optimizer(-1.0)
+    with pytest.raises(ValueError, match="clip_norm"):
+        make_optimizer(0.01, clip_norm=0.0)
+    with pytest.raises(ValueError, match="algorithm"):
+        make_optimizer(0.01, algorithm="sgd")
+
+
+def test_clipping_and_schedule_take_effect():
+    model, batches, _ = _regression(jax.random.key(0))
+    one_batch = lambda k: [next(iter(batches(k)))]
+    run = lambda opt: train(model, squared_error, one_batch, epochs=1, optimizer=opt, key=jax.random.key(1)).last_model
+    # Adam's first step moves each parameter by about the learning rate, whatever the clipping;
+    # a zero learning rate at step 0 (schedule) moves nothing.
+    moved = run(make_optimizer(0.1, algorithm="adam"))
+    assert float(jnp.max(jnp.abs(moved.weight - model.weight))) == pytest.approx(0.1, rel=1e-3)
+    still = run(make_optimizer(optax.linear_schedule(0.0, 0.1, 10), algorithm="adam"))
+    np.testing.assert_array_equal(still.weight, model.weight)
+    # plain SGD through the chain: clipping bounds the update's norm
+    sgd = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
+    clipped = train(model, squared_error, one_batch, epochs=1, optimizer=sgd, key=jax.random.key(1)).last_model
+    step = jnp.sqrt(jnp.sum((clipped.weight - model.weight) ** 2) + jnp.sum((clipped.bias - model.bias) ** 2))
+    assert float(step) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
+    model, batches, (x, y) = _regression(jax.random.key(3))
+    opt = make_optimizer(0.05, algorithm="adamw", weight_decay=1e-3)
+    kwargs = dict(optimizer=opt, key=jax.random.key(7), validate=lambda m: float(squared_error(m, x, y)))
+    full = train(model, squared_error, batches, epochs=6, **kwargs)
+    path = tmp_path / "run.ckpt"
+    train(model, squared_error, batches, epochs=4, checkpoint=path, checkpoint_every=2, **kwargs)  # "interrupted"
+    resumed = train(model, squared_error, batches, epochs=6, checkpoint=path, **kwargs)
+    for a, b in zip(jax.tree_util.tree_leaves(full.last_model), jax.tree_util.tree_leaves(resumed.last_model)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(full.history["val_loss"], resumed.history["val_loss"])
+    assert resumed.best_epoch == full.best_epoch
+    # a checkpoint of another model is refused by name; a damaged one too
+    other = eqx.nn.Linear(4, "scalar", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="different model"):
+        train(other, squared_error, batches, epochs=6, checkpoint=path, **kwargs)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    with pytest.raises(ValueError, match="damaged"):
+        train(model, squared_error, batches, epochs=6, checkpoint=path, **kwargs)
+    assert not list(tmp_path.glob("*.tmp-*"))  # atomic writes leave no temporary files
+
+
+def _training_set(rng, n_patients):
+    geometry = js.SPECTGeometry(SHAPE, VS, random_symmetric_psf(rng, 3, 3, SHAPE[1], 6), nview=6)
+    truths = [10 * ellipsoid(SHAPE, VS, tuple(rng.uniform(-4, 4, 3)), (9.0, 7.0, 6.0)) + 1 for _ in range(n_patients)]
+    mus = jnp.asarray(0.02 * rng.random((n_patients, *SHAPE)), jnp.float32)
+    ops = eqx.filter_vmap(lambda mu: js.SPECTProjector(geometry, mu))(mus)
+    truths = jnp.asarray(np.stack(truths), jnp.float32)
+    y = eqx.filter_vmap(lambda a, x: a(x))(ops, truths)
+    y = jnp.asarray(rng.poisson(np.asarray(y) * 20) / 20, jnp.float32)
+    x0 = eqx.filter_vmap(lambda a, y: mlem(a, y, jnp.ones(SHAPE), n_iter=4).image)(ops, y)
+    return TrainingData(ops, y, jnp.zeros(n_patients), x0, truths)
+
+
+def test_fit_records_vois_resumes_and_reuses_the_compiled_step(rng, tmp_path, monkeypatch):
+    import jaxspect.recon._train as train_module
+
+    traces = []
+    original = train_module.training_loss
+    monkeypatch.setattr(train_module, "training_loss", lambda *a: traces.append(1) or original(*a))
+    train_set, val = _training_set(rng, 2), _training_set(rng, 2)
+    masks = {"hot": val.target > 5, "cold": val.target < 5}
+    model = UnrolledEM(PaperCNN, jax.random.key(5), n_outer=2)
+    kwargs = dict(epochs=3, gradient=EndToEnd(), key=jax.random.key(0), batch_size=1, voi_masks=masks,
+                  learning_rate=optax.cosine_decay_schedule(0.01, 6), clip_norm=1.0)
+    full = fit(model, train_set, val, **kwargs)
+    assert set(full.history) == {"train_loss", "seconds", "val_loss", "val_MAE/hot", "val_MAE/cold"}
+    assert all(np.all(np.isfinite(v)) and len(v) == 3 for v in full.history.values())
+    n_traces = len(traces)
+    path = tmp_path / "fit.ckpt"
+    fit(model, train_set, val, **{**kwargs, "epochs": 2}, checkpoint=path)
+    resumed = fit(model, train_set, val, **kwargs, checkpoint=path)
+    assert len(traces) == n_traces  # the same settings reuse the compiled step: no new trace
+    np.testing.assert_allclose(resumed.history["val_loss"], full.history["val_loss"], rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(full.model), jax.tree_util.tree_leaves(resumed.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    seq = fit(model, train_set, val, epochs=2, gradient=Sequential(), key=jax.random.key(0), voi_masks=masks)
+    assert len(seq.history["val_MAE/hot"]) == 2 * 2  # two networks, one after the other
+    with pytest.raises(ValueError, match="voi_masks"):
+        fit(model, train_set, val, epochs=1, key=jax.random.key(0), voi_masks={"bad": masks["hot"][:1]})
