@@ -30,8 +30,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jaxspect as js  # noqa: E402
-from jaxspect.spectnet._networks import SPECTnet, build, reconstruct  # noqa: E402
-from jaxspect.spectnet._training import (  # noqa: E402
+from jaxspect.spectnet import (  # noqa: E402
+    SPECTnet,
+    build,
+    reconstruct,
     CLINICAL_COUNTS_PER_SLICE,
     PhantomSet,
     TrainingConfig,

@@ -74,7 +74,12 @@ def _bin_views(v, f: int):
 
 
 def _geometry(shape, voxel_mm, angles, body):
-    psf = js.GaussianPSF(FWHM0_MM, SLOPE)
+    # the same PSF taps for every patient (so that their projectors stack): 3 sigma at the
+    # largest depth (a detector at most half a field of view from the axis, which the
+    # orbits here are)
+    depth = shape[0] * voxel_mm
+    half = int(np.ceil(3 * np.hypot(FWHM0_MM, SLOPE * depth) / 2.3548 / voxel_mm))
+    psf = js.GaussianPSF(FWHM0_MM, SLOPE, half_width_x=half, half_width_z=half)
     probe = js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=shape[0] * voxel_mm)
     radii = np.asarray(probe.object_extent(body)) + 10.0
     return js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=radii)

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxspect.spectnet._networks import pad_sinogram, reconstruct
-from jaxspect.spectnet._training import (
+from jaxspect.spectnet import (
+    pad_sinogram,
+    reconstruct,
     CLINICAL_COUNTS_PER_SLICE,
     PhantomSet,
     TrainingConfig,

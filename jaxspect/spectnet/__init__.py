@@ -3,10 +3,12 @@ by a projection network, trained in two stages on random brain phantoms.
 
 - Networks (``_networks.py``): :class:`SPECTnetEncoder` (also the projection network, two input
   channels), :class:`SPECTnetDecoder`, :class:`Autoencoder`, :class:`SPECTnet`, :func:`reconstruct`.
-- Data and training (``_training.py``): the LEHR acquisition model (:func:`spectnet_geometry`,
-  :func:`lehr_psf`), :class:`PhantomSet` (phantoms generated on the fly from keys),
-  :func:`train_two_stage` (autoencoder, projection network, fine-tuning) and
-  :func:`train_end_to_end` (the one-step comparison).
+- Acquisition (``_acquisition.py``): the LEHR brain-SPECT model (:func:`spectnet_geometry`,
+  :func:`lehr_psf`, :func:`project_phantoms`, :func:`add_poisson_noise`).
+- Data (``_data.py``): :class:`PhantomSet` (phantoms generated on the fly from keys), batches.
+- Training (``_training.py``): :func:`train_two_stage` (autoencoder, projection network,
+  fine-tuning) and :func:`train_end_to_end` (the one-step comparison), through
+  :func:`jaxspect.training.train`.
 - Models are saved and loaded with :func:`jaxspect.save_model` / :func:`jaxspect.load_model`.
 """
 
@@ -22,17 +24,24 @@ from ._networks import (
     reconstruct as reconstruct,
     views_to_sinogram as views_to_sinogram,
 )
-from ._training import (
+from ._acquisition import (
     CLINICAL_COUNTS_PER_SLICE as CLINICAL_COUNTS_PER_SLICE,
-    PhantomSet as PhantomSet,
+    NVIEW as NVIEW,
+    PIXEL_MM as PIXEL_MM,
+    RADIUS_MM as RADIUS_MM,
+    add_poisson_noise as add_poisson_noise,
+    lehr_psf as lehr_psf,
+    lehr_system_fwhm as lehr_system_fwhm,
+    project_phantoms as project_phantoms,
+    spectnet_geometry as spectnet_geometry,
+)
+from ._data import PhantomSet as PhantomSet, SPECTnetBatch as SPECTnetBatch, split_keys as split_keys
+from ._training import (
     StageResult as StageResult,
     TrainingConfig as TrainingConfig,
     TwoStageResult as TwoStageResult,
-    add_poisson_noise as add_poisson_noise,
+    encode_batches as encode_batches,
     fine_tune as fine_tune,
-    lehr_psf as lehr_psf,
-    project_phantoms as project_phantoms,
-    spectnet_geometry as spectnet_geometry,
     train_autoencoder as train_autoencoder,
     train_end_to_end as train_end_to_end,
     train_projection_network as train_projection_network,

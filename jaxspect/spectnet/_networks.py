@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._serialization import register_model
+
 __all__ = [
     "PAPER_CHANNELS",
     "PAPER_KERNELS",
@@ -62,7 +64,7 @@ __all__ = [
     "views_to_sinogram",
     "update_batch_statistics",
     "trainable_filter",
-    "weight_penalty",
+    "weight_mask",
     "reconstruct",
     "build",
     "count_network_parameters",
@@ -194,13 +196,15 @@ def trainable_filter(model):
     )
 
 
-def weight_penalty(model) -> Float[Array, ""]:
-    """``sum w^2`` over the weights (not biases, not batch-norm parameters) of every
-    convolution, transposed convolution and linear layer: the L2 regularisation term."""
+def weight_mask(params):
+    """Filter spec (same structure as ``params``): ``True`` at the weights (not biases, not
+    batch-norm parameters) of every convolution, transposed convolution and linear layer, the
+    leaves the L2 penalty ``l2 / 2 * sum(w^2)`` applies to (``optax.add_decayed_weights``' mask)."""
     kinds = (eqx.nn.Conv, eqx.nn.ConvTranspose, eqx.nn.Linear)
     is_layer = lambda x: isinstance(x, kinds)
-    layers = [x for x in jax.tree_util.tree_leaves(model, is_leaf=is_layer) if is_layer(x)]
-    return sum(jnp.sum(layer.weight**2) for layer in layers)
+    weights = lambda m: [x.weight for x in jax.tree_util.tree_leaves(m, is_leaf=is_layer) if is_layer(x)]
+    mask = jax.tree_util.tree_map(lambda _: False, params)
+    return eqx.tree_at(weights, mask, replace_fn=lambda _: True)
 
 
 def _conv_batch(conv, x):
@@ -483,3 +487,64 @@ def count_network_parameters(model) -> int:
     """Trainable scalars (excluding batch-norm running statistics)."""
     params = eqx.filter(model, trainable_filter(model))
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+# --- save / load -------------------------------------------------------------------------------
+
+
+def _encoder_config(enc: SPECTnetEncoder) -> dict:
+    return dict(
+        in_channels=enc.in_channels,
+        image_size=enc.image_size,
+        kernels=[c.kernel_size[0] for c in enc.convs],
+        strides=[c.stride[0] for c in enc.convs],
+        channels=[c.out_channels for c in enc.convs],
+    )
+
+
+def _decoder_config(dec: SPECTnetDecoder) -> dict:
+    return dict(code_size=dec.fc1.in_features, image_size=dec.image_size, hidden=dec.fc1.out_features,
+                channels=dec.conv1.out_channels)
+
+
+def _model_config(model) -> dict:
+    if not isinstance(model, (SPECTnet, Autoencoder)):
+        raise TypeError(f"model must be a SPECTnet or an Autoencoder, got {type(model).__name__}")
+    dtype = str(jnp.result_type(model.decoder.fc1.weight))
+    if isinstance(model, SPECTnet):
+        return dict(kind="SPECTnet", dtype=dtype, encoder=_encoder_config(model.projection_network),
+                    decoder=_decoder_config(model.decoder), activity_scale=model.activity_scale,
+                    sinogram_scale=model.sinogram_scale, mumap_scale=model.mumap_scale)
+    if isinstance(model, Autoencoder):
+        return dict(kind="Autoencoder", dtype=dtype, encoder=_encoder_config(model.encoder),
+                    decoder=_decoder_config(model.decoder), activity_scale=model.activity_scale)
+    raise TypeError(f"model must be a SPECTnet or an Autoencoder, got {type(model).__name__}")
+
+
+def _build(config: dict):
+    key = jax.random.key(0)
+    dtype = jnp.dtype(config["dtype"])
+    enc_cfg = dict(config["encoder"])
+    enc = eqx.filter_eval_shape(lambda k: SPECTnetEncoder(
+        k, in_channels=enc_cfg.pop("in_channels"), image_size=enc_cfg.pop("image_size"), dtype=dtype,
+        **{k2: tuple(v) for k2, v in enc_cfg.items()}), key)
+    dec = eqx.filter_eval_shape(lambda k: SPECTnetDecoder(k, dtype=dtype, **config["decoder"]), key)
+    if config["kind"] == "SPECTnet":
+        return SPECTnet(projection_network=enc, decoder=dec, activity_scale=config["activity_scale"],
+                        sinogram_scale=config["sinogram_scale"], mumap_scale=config["mumap_scale"])
+    ae = eqx.filter_eval_shape(lambda k: Autoencoder(
+        k, image_size=enc.image_size, activity_scale=config["activity_scale"],
+        encoder_channels=tuple(config["encoder"]["channels"]), hidden=dec.fc1.out_features,
+        decoder_channels=dec.conv1.out_channels, dtype=dtype), key)
+    return eqx.tree_at(lambda a: (a.encoder, a.decoder), ae, (enc, dec))
+
+
+def _register(cls):
+    register_model(cls, lambda m: {k: v for k, v in _model_config(m).items() if k != "kind"},
+                   lambda c: _build({"kind": cls.__name__, **c}))
+
+
+# Saved with jaxspect.save_model (architecture as a JSON line, then the arrays, batch-norm
+# running statistics included); jaxspect.load_model rebuilds them without a template.
+_register(SPECTnet)
+_register(Autoencoder)

@@ -1,33 +1,6 @@
-"""SPECTnet data, training and use: simulated 2-D brain data generated on the fly, the paper's
-two-stage training (autoencoder, then projection network on the encoder's codes, then
-end-to-end fine-tuning), the one-step end-to-end training it compares against (Figure 12),
-:func:`reconstruct` and save/load.
-
-Simulated acquisition (the paper: analytic projection with attenuation and a depth-dependent
-Gaussian collimator response "based on LEHR collimators"; 120 views over 360 degrees, 128 bins)
-------------------------------------------------------------------------------------------------
-- Image ``(128, 128, 1)`` of 2-mm pixels, projected by :func:`jaxspect.forward_project` (one
-  2-D slice: views ``(128, 1, 120)``, turned into a ``(120, 128)`` sinogram, rows = views).
-- Circular orbit of radius ``RADIUS_MM = 130`` mm (rotation axis to collimator face), a typical
-  brain-SPECT radius; the largest head reaches 105 mm from the axis.
-- Collimator response :func:`lehr_psf`: ``GaussianPSF(fwhm0, slope)``, ``FWHM(d) =
-  sqrt(fwhm0^2 + (slope d)^2)``, fitted (least squares in FWHM^2 over the distances
-  ``d = 25..235`` mm the head can occupy) to the textbook system resolution of a parallel-hole
-  collimator (Cherry, Sorenson & Phelps, *Physics in Nuclear Medicine*, 4th ed., ch. 14):
-  ``R_sys(d) = sqrt(R_i^2 + (D (L_eff + d) / L_eff)^2)``, ``L_eff = L - 2 / mu_Pb``, with the
-  Siemens LEHR collimator's hole diameter ``D = 1.11`` mm and length ``L = 24.05`` mm, lead
-  ``mu_Pb = 2.7 /mm`` at 140 keV and intrinsic resolution ``R_i = 3.8`` mm (Symbia). This gives
-  ``R_sys = 7.0`` mm at 100 mm (the data sheet quotes 7.5 mm); the fit is ``fwhm0 = 4.62``
-  mm, ``slope = 0.0515`` (6.9 mm at 100 mm; within 8% of the formula over 25-235 mm).
-- Attenuation from the phantom's map (water and cortical bone at 140.5 keV), no scatter.
-- Sinograms are in activity units: the projector's output for the activity image (sum along
-  the ray of activity times attenuation factor, blurred). Optional Poisson noise
-  (:func:`add_poisson_noise`): each sinogram is scaled to ``count_level`` expected counts,
-  drawn, and scaled back (a calibrated system). The clinical level used by default,
-  ``CLINICAL_COUNTS_PER_SLICE = 1e5``, is an estimate: a Tc-99m HMPAO/ECD brain perfusion study
-  collects about 5-10 million counts over ~70 two-millimetre transaxial rows of the brain,
-  i.e. ~1e5 per 2-D sinogram.
-- The sinogram is padded from 120 to 128 rows by repeating its first 8 rows after the last.
+"""SPECTnet's training: the paper's two-stage training (autoencoder, then projection network on
+the encoder's codes, then end-to-end fine-tuning) and the one-step end-to-end training it
+compares against (Figure 12), every stage through :func:`jaxspect.training.train`.
 
 Training (the paper's "Network training" section)
 -------------------------------------------------
@@ -45,276 +18,29 @@ every batch; their sinograms are computed on first use and (by default) cached i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import time
-from typing import Callable, Iterator
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._geometry import SPECTGeometry
-from .._projector import forward_project
-from .._psf import GaussianPSF
-from .._serialization import register_model
-from ..phantoms._brain import BrainPhantom2D, brain_phantoms_2d, phantom_keys
+from ..training import make_optimizer, train
+from ._data import PhantomSet
 from ._networks import (
     PAPER_DECODER_CHANNELS,
     Autoencoder,
     SPECTnet,
-    build,
-    SPECTnetDecoder,
     SPECTnetEncoder,
-    pad_sinogram,
+    build,
     trainable_filter,
     update_batch_statistics,
-    views_to_sinogram,
-    weight_penalty,
+    weight_mask,
 )
 
-__all__ = [
-    "RADIUS_MM",
-    "NVIEW",
-    "PIXEL_MM",
-    "CLINICAL_COUNTS_PER_SLICE",
-    "lehr_psf",
-    "lehr_system_fwhm",
-    "spectnet_geometry",
-    "project_phantoms",
-    "add_poisson_noise",
-    "SPECTnetBatch",
-    "PhantomSet",
-    "split_keys",
-    "TrainingConfig",
-    "StageResult",
-    "train_autoencoder",
-    "encode_batches",
-    "train_projection_network",
-    "fine_tune",
-    "train_end_to_end",
-    "TwoStageResult",
-    "train_two_stage",
-]
-
-RADIUS_MM = 130.0
-NVIEW = 120
-PIXEL_MM = 2.0
-CLINICAL_COUNTS_PER_SLICE = 1e5
-
-# Siemens LEHR collimator and Symbia detector (see the module docstring).
-LEHR_HOLE_DIAMETER_MM = 1.11
-LEHR_HOLE_LENGTH_MM = 24.05
-LEAD_MU_PER_MM_140KEV = 2.7
-INTRINSIC_FWHM_MM = 3.8
-
-
-def lehr_system_fwhm(distance_mm):
-    """Textbook LEHR system resolution (FWHM, mm) at ``distance_mm`` from the collimator face."""
-    d = np.asarray(distance_mm, np.float64)
-    l_eff = LEHR_HOLE_LENGTH_MM - 2 / LEAD_MU_PER_MM_140KEV
-    geometric = LEHR_HOLE_DIAMETER_MM * (l_eff + d) / l_eff
-    return np.sqrt(INTRINSIC_FWHM_MM**2 + geometric**2)
-
-
-def lehr_psf(distance_range_mm=(25.0, 235.0)) -> GaussianPSF:
-    """``GaussianPSF(fwhm0, slope)`` fitted to :func:`lehr_system_fwhm` over ``distance_range_mm``
-    (least squares in FWHM^2, which is linear in ``fwhm0^2`` and ``slope^2``)."""
-    lo, hi = distance_range_mm
-    if not 0 <= lo < hi:
-        raise ValueError(f"distance_range_mm must be (lo, hi) with 0 <= lo < hi, got {distance_range_mm!r}")
-    d = np.linspace(lo, hi, 211)
-    design = np.stack([np.ones_like(d), d**2], axis=1)
-    (c0, c1), *_ = np.linalg.lstsq(design, lehr_system_fwhm(d) ** 2, rcond=None)
-    return GaussianPSF(math.sqrt(c0), math.sqrt(c1))
-
-
-def spectnet_geometry(*, image_size: int = 128, pixel_size: float = PIXEL_MM, nview: int = NVIEW,
-                      radius: float = RADIUS_MM, psf=None) -> SPECTGeometry:
-    """The paper's acquisition: a 2-D slice ``(n, n, 1)`` of ``pixel_size`` mm, ``nview``
-    views over 360 degrees, circular orbit of ``radius`` mm, LEHR response (:func:`lehr_psf`)."""
-    if nview > image_size:
-        raise ValueError(f"nview must be <= image_size (the sinogram is padded to a square), got {nview} > {image_size}")
-    psf = lehr_psf() if psf is None else psf
-    return SPECTGeometry((image_size, image_size, 1), (pixel_size,) * 3, psf, nview=nview, radii=radius)
-
-
-@eqx.filter_jit
-def project_phantoms(geometry: SPECTGeometry, activity: Float[Array, "b n n"],
-                     mumap: Float[Array, "b n n"]) -> Float[Array, "b nview n"]:
-    """Noise-free sinograms ``(B, nview, n)`` (rows = views) of 2-D activity images with their
-    attenuation maps (1/mm), by :func:`jaxspect.forward_project` (8 views per loop step)."""
-    one = lambda a, m: forward_project(a[..., None], m[..., None], geometry, views_per_batch=8)
-    return views_to_sinogram(jax.vmap(one)(activity, mumap))
-
-
-@eqx.filter_jit
-def add_poisson_noise(keys: PRNGKeyArray, sinograms: Float[Array, "b nview n"],
-                      count_level: float) -> Float[Array, "b nview n"]:
-    """Poisson noise at ``count_level`` expected counts per sinogram: ``Poisson(s y) / s`` with
-    ``s = count_level / sum(y)`` per sinogram (``keys``: one per sinogram)."""
-    total = jnp.sum(sinograms, axis=(1, 2), keepdims=True)
-    scale = count_level / jnp.where(total > 0, total, 1)
-    draw = lambda k, lam: jax.random.poisson(k, lam).astype(sinograms.dtype)
-    return jax.vmap(draw)(keys, sinograms * scale) / scale
-
-
-class SPECTnetBatch(eqx.Module):
-    """A batch of training/evaluation data.
-
-    Attributes:
-        activity: ``(B, n, n)`` true activity.
-        mumap: ``(B, n, n)`` attenuation maps, 1/mm.
-        sinogram: ``(B, n, n)`` padded sinograms (activity units; noisy if the set has a
-            count level), or ``None`` when not asked for.
-        high_uptake, background: ``(B, n, n)`` region masks for evaluation.
-        indices: ``(B,)`` phantom indices within their set.
-    """
-
-    activity: Float[Array, "b n n"]
-    mumap: Float[Array, "b n n"]
-    sinogram: Float[Array, "b n n"] | None
-    high_uptake: Array
-    background: Array
-    indices: Array
-
-
-def split_keys(key: PRNGKeyArray) -> tuple[PRNGKeyArray, PRNGKeyArray, PRNGKeyArray]:
-    """Keys of the training, validation and test sets (``fold_in(key, 0/1/2)``): the sets never
-    share a phantom, whatever their sizes (the paper's split is 16,000 / 2,000 / 2,000)."""
-    return tuple(jax.random.fold_in(key, i) for i in range(3))
-
-
-class PhantomSet:
-    """Phantoms ``0 .. size-1`` of a data set seeded by ``key`` and their sinograms.
-
-    Phantom ``i`` is ``brain_phantom_2d(fold_in(key, i))``, generated when a batch needs it
-    (a jitted, vmapped batch; nothing is stored). Sinograms are projected on first use and,
-    with ``cache=True``, kept (noise-free) in host memory; with ``count_level`` each phantom's
-    noise realisation is fixed by its key.
-
-    Arguments:
-        key: PRNG key of the set (see :func:`split_keys`).
-        size: number of phantoms.
-        geometry: from :func:`spectnet_geometry` (its image must be ``(n, n, 1)``).
-        count_level: expected counts per sinogram for Poisson noise, or ``None`` (noise-free).
-        cache: keep computed sinograms.
-        uptake: fix every phantom's high-uptake activity (scalar or ``(size,)``), or ``None``.
-        projection_batch: phantoms projected per call when filling the cache.
-    """
-
-    def __init__(self, key: PRNGKeyArray, size: int, geometry: SPECTGeometry, *, count_level: float | None = None,
-                 cache: bool = True, uptake=None, projection_batch: int = 32):
-        if not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"size must be a positive integer, got {size!r}")
-        n, n2, nz = geometry.image_shape
-        if nz != 1:
-            raise ValueError(f"geometry must be 2-D, image_shape (n, n, 1); got {geometry.image_shape}")
-        if count_level is not None and not count_level > 0:
-            raise ValueError(f"count_level must be a positive number of counts or None, got {count_level!r}")
-        self.key = key
-        self.size = int(size)
-        self.geometry = geometry
-        self.count_level = None if count_level is None else float(count_level)
-        self.cache = cache
-        self.projection_batch = int(projection_batch)
-        self.image_size = n
-        self.pixel_size = geometry.voxel_size[0]
-        if uptake is not None:
-            uptake = np.broadcast_to(np.asarray(uptake, np.float64), (self.size,))
-        self.uptake = uptake
-        self._sinograms = None
-        self._have = np.zeros(self.size, bool)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def with_count_level(self, count_level: float | None) -> "PhantomSet":
-        """The same phantoms (sharing the noise-free sinogram cache) at another count level."""
-        other = PhantomSet.__new__(PhantomSet)
-        other.__dict__.update(self.__dict__)
-        other.count_level = None if count_level is None else float(count_level)
-        if count_level is not None and not count_level > 0:
-            raise ValueError(f"count_level must be positive or None, got {count_level!r}")
-        return other
-
-    def _check_indices(self, indices) -> np.ndarray:
-        idx = np.asarray(indices)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}")
-        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
-            raise ValueError(f"indices must lie in [0, {self.size}), got range [{idx.min()}, {idx.max()}]")
-        return idx
-
-    def phantoms(self, indices) -> BrainPhantom2D:
-        """Phantoms ``indices`` as a batched :class:`BrainPhantom2D`."""
-        idx = self._check_indices(indices)
-        options = dict(size=self.image_size, pixel_size=self.pixel_size)
-        if self.uptake is not None:
-            options["uptake"] = jnp.asarray(self.uptake[idx], jnp.result_type(float))
-        return brain_phantoms_2d(phantom_keys(self.key, jnp.asarray(idx)), **options)
-
-    def noise_free_sinograms(self, indices, phantoms: BrainPhantom2D | None = None) -> Float[Array, "b nview n"]:
-        """Noise-free sinograms ``(B, nview, n)`` of phantoms ``indices``."""
-        idx = self._check_indices(indices)
-        if not self.cache:
-            p = self.phantoms(idx) if phantoms is None else phantoms
-            return project_phantoms(self.geometry, p.activity, p.mumap)
-        if self._sinograms is None:
-            nview = self.geometry.nview
-            self._sinograms = np.zeros((self.size, nview, self.image_size), np.dtype(jnp.result_type(float)))
-        missing = np.unique(idx[~self._have[idx]])
-        for b in range(0, missing.size, self.projection_batch):
-            chunk = missing[b : b + self.projection_batch]
-            # Always project full chunks (padded with a repeat) so one compilation serves all.
-            padded = np.concatenate([chunk, np.full(self.projection_batch - chunk.size, chunk[0])])
-            p = self.phantoms(padded)
-            sino = np.asarray(project_phantoms(self.geometry, p.activity, p.mumap))
-            self._sinograms[chunk] = sino[: chunk.size]
-            self._have[chunk] = True
-        return jnp.asarray(self._sinograms[idx])
-
-    def fill_cache(self, log: bool = False) -> float:
-        """Project every phantom now (with ``cache=True``); returns the seconds it took."""
-        start = time.perf_counter()
-        self.noise_free_sinograms(np.arange(self.size))
-        seconds = time.perf_counter() - start
-        if log:
-            print(f"projected {self.size} phantoms in {seconds:.1f} s", flush=True)
-        return seconds
-
-    def sinograms(self, indices, phantoms: BrainPhantom2D | None = None) -> Float[Array, "b nview n"]:
-        """Sinograms ``(B, nview, n)`` (unpadded), noisy when the set has a count level."""
-        idx = self._check_indices(indices)
-        s = self.noise_free_sinograms(idx, phantoms)
-        if self.count_level is None:
-            return s
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(phantom_keys(self.key, jnp.asarray(idx)))
-        return add_poisson_noise(keys, s, self.count_level)
-
-    def batch(self, indices, *, sinograms: bool = True) -> SPECTnetBatch:
-        """Phantoms ``indices`` with (``sinograms=True``) their padded sinograms."""
-        idx = self._check_indices(indices)
-        p = self.phantoms(idx)
-        sino = pad_sinogram(self.sinograms(idx, p), self.image_size) if sinograms else None
-        return SPECTnetBatch(p.activity, p.mumap, sino, p.high_uptake, p.background, jnp.asarray(idx))
-
-    def batches(self, batch_size: int, *, key: PRNGKeyArray | None = None, sinograms: bool = True,
-                drop_last: bool = False) -> Iterator[SPECTnetBatch]:
-        """Batches over the set, in a random order when ``key`` is given."""
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        order = np.arange(self.size) if key is None else np.asarray(jax.random.permutation(key, self.size))
-        stop = self.size - (self.size % batch_size if drop_last else 0)
-        for b in range(0, stop, batch_size):
-            yield self.batch(order[b : b + batch_size], sinograms=sinograms)
-
-
-# --- training ------------------------------------------------------------------------------------
-
+__all__ = ["TrainingConfig", "StageResult", "train_autoencoder", "encode_batches", "train_projection_network",
+           "fine_tune", "train_end_to_end", "TwoStageResult", "train_two_stage"]
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
@@ -359,7 +85,6 @@ class StageResult:
     best_epoch: int
     steps: int
     seconds: float
-    step_losses: np.ndarray
 
 
 def _half_sse(pred, target):
@@ -368,54 +93,26 @@ def _half_sse(pred, target):
     return 0.5 * jnp.mean(jnp.sum((pred - target) ** 2, axis=axes))
 
 
-@functools.lru_cache(maxsize=None)
-def _optimizer_and_step(loss_fn, learning_rate, l2):
-    """Adam and a jitted training step for ``loss_fn(model, *data) -> (data loss, batch-norm
-    stats)``; cached so that repeated stages reuse the compiled step."""
-    optimizer = optax.adam(learning_rate)
+def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig, key, log, name, metric_name):
+    """One stage through :func:`jaxspect.training.train`: Adam with the L2 penalty on the
+    convolution and linear weights, batch-norm statistics updated after each step, the model
+    with the lowest validation metric kept."""
+    optimizer = make_optimizer(float(config.learning_rate), algorithm="adam", l2=float(config.l2), l2_mask=weight_mask)
+    if epochs == 0:
+        return StageResult(model, np.zeros(0), np.zeros(0), metric_name, -1, 0, 0.0)
+    step_losses = []
 
-    @eqx.filter_jit
-    def step(model, opt_state, *data):
-        params, rest = eqx.partition(model, trainable_filter(model))
+    def batches(k):
+        for data in train_data(k):
+            step_losses.append(None)
+            yield data
 
-        def objective(p):
-            m = eqx.combine(p, rest)
-            loss, stats = loss_fn(m, *data)
-            return loss + 0.5 * l2 * weight_penalty(m), (loss, stats)
-
-        (_, (loss, stats)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        model = eqx.combine(eqx.apply_updates(params, updates), rest)
-        return update_batch_statistics(model, stats), opt_state, loss
-
-    return optimizer, step
-
-
-def _fit(model, loss_fn, train_data: Callable, validate: Callable, *, epochs, config: TrainingConfig, key,
-         log, name, metric_name):
-    """Generic loop: ``train_data(epoch_key)`` yields tuples of step arguments; ``validate(model)``
-    returns the validation metric (lower is better)."""
-    optimizer, step = _optimizer_and_step(loss_fn, float(config.learning_rate), float(config.l2))
-    opt_state = optimizer.init(eqx.filter(model, trainable_filter(model)))
-    best, best_metric, best_epoch = model, validate(model) if epochs == 0 else np.inf, -1
-    train_loss, val_metric, step_losses = [], [], []
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        key, sub = jax.random.split(key)
-        losses = []
-        for data in train_data(sub):
-            model, opt_state, loss = step(model, opt_state, *data)
-            losses.append(float(loss))
-        step_losses.extend(losses)
-        train_loss.append(float(np.mean(losses)))
-        val_metric.append(float(validate(model)))
-        if val_metric[-1] < best_metric:
-            best, best_metric, best_epoch = model, val_metric[-1], epoch
-        if log:
-            print(f"{name} epoch {epoch + 1}/{epochs}: training loss {train_loss[-1]:.4g}, "
-                  f"validation {metric_name} {val_metric[-1]:.4g} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return StageResult(best, np.asarray(train_loss), np.asarray(val_metric), metric_name, best_epoch,
-                       len(step_losses), time.perf_counter() - start, np.asarray(step_losses))
+    result = train(model, loss_fn, batches, epochs=epochs, optimizer=optimizer, key=key,
+                   trainable=trainable_filter(model), validate=validate, after_step=update_batch_statistics,
+                   log=log, label=f"{name} ")
+    h = result.history
+    return StageResult(result.model, h["train_loss"], h["val_loss"], metric_name, result.best_epoch,
+                       len(step_losses), float(np.sum(h["seconds"])))
 
 
 @eqx.filter_jit
@@ -563,64 +260,3 @@ def train_two_stage(key: PRNGKeyArray, train: PhantomSet, val: PhantomSet, *, co
     joined = SPECTnet(projection_network=proj_result.model, decoder=ae_result.model.decoder)
     ft_result = fine_tune(joined, train, val, config=config, key=k_s3, log=log)
     return TwoStageResult(ae_result, proj_result, joined, ft_result)
-
-
-# --- save / load -------------------------------------------------------------------------------
-
-
-def _encoder_config(enc: SPECTnetEncoder) -> dict:
-    return dict(
-        in_channels=enc.in_channels,
-        image_size=enc.image_size,
-        kernels=[c.kernel_size[0] for c in enc.convs],
-        strides=[c.stride[0] for c in enc.convs],
-        channels=[c.out_channels for c in enc.convs],
-    )
-
-
-def _decoder_config(dec: SPECTnetDecoder) -> dict:
-    return dict(code_size=dec.fc1.in_features, image_size=dec.image_size, hidden=dec.fc1.out_features,
-                channels=dec.conv1.out_channels)
-
-
-def _model_config(model) -> dict:
-    if not isinstance(model, (SPECTnet, Autoencoder)):
-        raise TypeError(f"model must be a SPECTnet or an Autoencoder, got {type(model).__name__}")
-    dtype = str(jnp.result_type(model.decoder.fc1.weight))
-    if isinstance(model, SPECTnet):
-        return dict(kind="SPECTnet", dtype=dtype, encoder=_encoder_config(model.projection_network),
-                    decoder=_decoder_config(model.decoder), activity_scale=model.activity_scale,
-                    sinogram_scale=model.sinogram_scale, mumap_scale=model.mumap_scale)
-    if isinstance(model, Autoencoder):
-        return dict(kind="Autoencoder", dtype=dtype, encoder=_encoder_config(model.encoder),
-                    decoder=_decoder_config(model.decoder), activity_scale=model.activity_scale)
-    raise TypeError(f"model must be a SPECTnet or an Autoencoder, got {type(model).__name__}")
-
-
-def _build(config: dict):
-    key = jax.random.key(0)
-    dtype = jnp.dtype(config["dtype"])
-    enc_cfg = dict(config["encoder"])
-    enc = eqx.filter_eval_shape(lambda k: SPECTnetEncoder(
-        k, in_channels=enc_cfg.pop("in_channels"), image_size=enc_cfg.pop("image_size"), dtype=dtype,
-        **{k2: tuple(v) for k2, v in enc_cfg.items()}), key)
-    dec = eqx.filter_eval_shape(lambda k: SPECTnetDecoder(k, dtype=dtype, **config["decoder"]), key)
-    if config["kind"] == "SPECTnet":
-        return SPECTnet(projection_network=enc, decoder=dec, activity_scale=config["activity_scale"],
-                        sinogram_scale=config["sinogram_scale"], mumap_scale=config["mumap_scale"])
-    ae = eqx.filter_eval_shape(lambda k: Autoencoder(
-        k, image_size=enc.image_size, activity_scale=config["activity_scale"],
-        encoder_channels=tuple(config["encoder"]["channels"]), hidden=dec.fc1.out_features,
-        decoder_channels=dec.conv1.out_channels, dtype=dtype), key)
-    return eqx.tree_at(lambda a: (a.encoder, a.decoder), ae, (enc, dec))
-
-
-def _register(cls):
-    register_model(cls, lambda m: {k: v for k, v in _model_config(m).items() if k != "kind"},
-                   lambda c: _build({"kind": cls.__name__, **c}))
-
-
-# Saved with jaxspect.save_model (architecture as a JSON line, then the arrays, batch-norm
-# running statistics included); jaxspect.load_model rebuilds them without a template.
-_register(SPECTnet)
-_register(Autoencoder)
