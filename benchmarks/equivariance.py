@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,15 +31,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jaxspect as js
-from jaxspect.nn import PaperCNN, count_parameters
-from jaxspect.nn._denoisers import PlainCNN, SCNN, SCNN2d, SCNN3d, baseline_cnn, small_cnn
+from jaxspect.nn import SCNN, PaperCNN, PlainCNN, SCNN2d, SCNN3d, baseline_cnn, count_parameters, small_cnn
 from jaxspect.recon import EndToEnd, TrainingData, UnrolledEM, fit, reconstruct_batch
+from jaxspect.training import make_optimizer, train as train_loop
 
 LR = {"SCNN": 2e-2, "CNN 5x64": 1e-3, "CNN small": 1e-2, "PaperCNN": 2e-3}
 
@@ -50,7 +46,7 @@ FULL = dict(
     n3=64, views3=64, epochs3=600,
     n4=48, train4=4, test4=4, epochs4=400, angles4=(0, 15, 30, 45, 60, 75, 90),
     shape5=(32, 32, 20), epochs5=300,
-    shape6=(32, 32, 20), views6=32, patients6=(4, 2), epochs6=40,
+    shape6=(32, 32, 20), views6=32, patients6=(4, 2), epochs6=40, beta6=0.3,
 )
 QUICK = dict(
     n1=24, epochs1=(20, 60), counts1=20.0,
@@ -58,7 +54,7 @@ QUICK = dict(
     n3=32, views3=32, epochs3=30,
     n4=24, train4=2, test4=2, epochs4=30, angles4=(0, 45, 90),
     shape5=(12, 12, 10), epochs5=15,
-    shape6=(16, 16, 10), views6=12, patients6=(2, 1), epochs6=2,
+    shape6=(16, 16, 10), views6=12, patients6=(2, 1), epochs6=2, beta6=0.3,
 )
 
 
@@ -87,28 +83,22 @@ def models_2d(key, pixel_mm, which=("SCNN", "CNN 5x64", "CNN small")):
 
 
 def train(model, loss_fn, data, epochs, lr, *, snapshots=()):
-    """Adam on ``loss_fn(model, data)``; returns the model, the loss per epoch, the median
-    seconds per epoch (compilation excluded) and models at the ``snapshots`` epochs."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = optax.adam(lr)
-    state = opt.init(params)
+    """Adam on ``loss_fn(model, data)``, one full-batch step per epoch (the shared training loop);
+    returns the last model, the loss per epoch, the median seconds per epoch (compilation
+    excluded) and models at the ``snapshots`` epochs."""
+    snaps = {}
 
-    @eqx.filter_jit
-    def step(params, state, data):
-        loss, grads = eqx.filter_value_and_grad(lambda p: loss_fn(eqx.combine(p, static), data))(params)
-        updates, state = opt.update(grads, state, params)
-        return eqx.apply_updates(params, updates), state, loss
-
-    losses, times, snaps = [], [], {}
-    for epoch in range(1, epochs + 1):
-        t = time.perf_counter()
-        params, state, loss = step(params, state, data)
-        losses.append(float(loss))
-        times.append(time.perf_counter() - t)
+    def snapshot(m):
+        epoch = len(snaps_seen) + 1
+        snaps_seen.append(epoch)
         if epoch in snapshots:
-            snaps[epoch] = eqx.combine(params, static)
-    seconds = float(np.median(times[1:])) if len(times) > 1 else times[0]
-    return eqx.combine(params, static), np.asarray(losses), seconds, snaps
+            snaps[epoch] = m
+        return {}
+
+    snaps_seen = []
+    result = train_loop(model, loss_fn, lambda key: [(data,)], epochs=epochs, key=jax.random.key(0),
+                        optimizer=make_optimizer(lr, algorithm="adam"), validate=snapshot if snapshots else None)
+    return result.last_model, result.history["train_loss"], result.seconds_per_epoch, snaps
 
 
 apply = eqx.filter_jit(lambda m, x: m(x))
@@ -377,15 +367,12 @@ def exp6_unrolled(cfg, args):
     sim = eqx.filter_jit(eqx.filter_vmap(lambda k, x, a: js.simulate(k, x, a, total_counts=3e5, scatter_fraction=0.1)))
     t0 = time.perf_counter()
     data = sim(keys, truths, ops)
-    # Work in activity units (counts / scale): EM is scale covariant and the networks see O(1) images.
-    s = data.scale[:, None, None, None]
-    y, r = data.counts / s, data.background / s
+    y, r = data.counts, data.background  # count units: the unrolled EM is count-scale equivariant
     x0 = eqx.filter_jit(eqx.filter_vmap(
         lambda a, y, r: js.osem(a, y, jnp.ones(shape), n_iter=6, n_subsets=4, background=r).image))(ops, y, r)
-    sens = eqx.filter_jit(eqx.filter_vmap(lambda a, y: a.back(jnp.ones_like(y))))(ops, y)
-    beta = float(0.5 * jnp.mean(sens[0][phantoms[0].masks["body"]]))
+    beta = cfg["beta6"]  # dimensionless (see jaxspect.recon.UnrolledEM)
     print(f"[6: data, OSEM warm starts: {time.perf_counter() - t0:.0f} s]", flush=True)
-    all_data = TrainingData(ops, y, r, x0, truths)
+    all_data = TrainingData(ops, y, r, x0, truths * data.scale[:, None, None, None])
     train_set, test_set = all_data.take(np.arange(n_train)), all_data.take(np.arange(n_train, n_train + n_test))
     makers = {"PaperCNN": lambda k: PaperCNN(k), "SCNN": lambda k: SCNN3d(k, voxel_size=voxel)}
     outputs, rows = {"OSEM 6x4 (x0)": x0[n_train:]}, []

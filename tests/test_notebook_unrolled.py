@@ -27,5 +27,6 @@ def test_unrolled_em_notebook_runs(monkeypatch):
     e2e = fits["end-to-end"].train_loss
     assert e2e[-1] < e2e[0]  # training reduces the loss
     assert ns["reload_error"] == 0.0  # save/load round trip is exact
+    assert ns["scale_error"] < 1e-4  # count-scale equivariant
     for name, table in ns["tables"].items():
         assert 0 < table["image"]["NRMSE %"] < 200, name
