@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 from scipy import ndimage
 
 import jaxspect as js
-from jaxspect.nn._denoisers import SCNN2d, baseline_cnn, describe_parameters, small_cnn
+from jaxspect.nn import SCNN2d, baseline_cnn, describe_parameters, small_cnn
+from jaxspect.training import make_optimizer, train
 
 n = int(os.environ.get("EQ_SIZE", "64"))
 steps = int(os.environ.get("EQ_STEPS", "300"))
@@ -77,23 +77,14 @@ trained, losses, seconds = {}, {}, {}
 for name, model in models.items():
     last = (lambda m: m.convs[-1].weight) if name == "SCNN" else (lambda m: m.weights[-1])
     model = eqx.tree_at(last, model, jnp.zeros_like(last(model)))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = optax.adam(lr[name])
-    state = opt.init(params)
-
-    @eqx.filter_jit
-    def step(params, state, x, t):
-        loss, g = eqx.filter_value_and_grad(lambda p: jnp.mean((eqx.combine(p, static)(x) - t) ** 2))(params)
-        updates, state = opt.update(g, state, params)
-        return eqx.apply_updates(params, updates), state, loss
-
-    history = []
+    data = (jnp.asarray(noisy), jnp.asarray(truth))
+    loss = lambda m, x, t: jnp.mean((m(x) - t) ** 2)
     start = time.perf_counter()
-    for _ in range(steps):
-        params, state, loss = step(params, state, jnp.asarray(noisy), jnp.asarray(truth))
-        history.append(float(loss))
+    result = train(model, loss, lambda key: [data], epochs=steps, optimizer=make_optimizer(lr[name], algorithm="adam"),
+                   key=jax.random.key(1))  # one full-batch step per epoch
     seconds[name] = time.perf_counter() - start
-    trained[name], losses[name] = eqx.combine(params, static), np.asarray(history)
+    trained[name], losses[name] = result.last_model, result.history["train_loss"]
+    history = losses[name]
     print(f"{name}: loss {history[0]:.2e} -> {history[-1]:.2e} in {steps} steps ({seconds[name]:.1f} s with compilation)")
 
 # %% [markdown]
