@@ -47,7 +47,7 @@ import jaxspect as js
 from jaxspect.nn import SCNN3d, PaperCNN, count_parameters
 from jaxspect.recon import EndToEnd, Sequential, Truncated, UnrolledEM, fit, reconstruct_batch
 
-from torso_problem import ROWS, SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
+from torso_problem import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
 
 METHODS = {"sequential": Sequential(), "truncated": Truncated(), "end-to-end": EndToEnd()}
 _reconstruct = eqx.filter_jit(reconstruct_batch)

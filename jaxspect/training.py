@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray

@@ -7,15 +7,12 @@ import numpy as np
 import optax
 import pytest
 
-import jaxspect as js
 from jaxspect.nn import PaperCNN
-from jaxspect.phantoms import ellipsoid
-from jaxspect.recon import EndToEnd, Sequential, TrainingData, UnrolledEM, fit, mlem
+from jaxspect.recon import EndToEnd, Sequential, UnrolledEM, fit
 from jaxspect.training import make_optimizer, train
 
-from .conftest import random_symmetric_psf
+from .conftest import small_training_set
 
-SHAPE, VS = (8, 8, 4), (4.0, 4.0, 4.0)
 
 
 def _regression(key):
@@ -99,25 +96,13 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))  # atomic writes leave no temporary files
 
 
-def _training_set(rng, n_patients):
-    geometry = js.SPECTGeometry(SHAPE, VS, random_symmetric_psf(rng, 3, 3, SHAPE[1], 6), nview=6)
-    truths = [10 * ellipsoid(SHAPE, VS, tuple(rng.uniform(-4, 4, 3)), (9.0, 7.0, 6.0)) + 1 for _ in range(n_patients)]
-    mus = jnp.asarray(0.02 * rng.random((n_patients, *SHAPE)), jnp.float32)
-    ops = eqx.filter_vmap(lambda mu: js.SPECTProjector(geometry, mu))(mus)
-    truths = jnp.asarray(np.stack(truths), jnp.float32)
-    y = eqx.filter_vmap(lambda a, x: a(x))(ops, truths)
-    y = jnp.asarray(rng.poisson(np.asarray(y) * 20) / 20, jnp.float32)
-    x0 = eqx.filter_vmap(lambda a, y: mlem(a, y, jnp.ones(SHAPE), n_iter=4).image)(ops, y)
-    return TrainingData(ops, y, jnp.zeros(n_patients), x0, truths)
-
-
 def test_fit_records_vois_resumes_and_reuses_the_compiled_step(rng, tmp_path, monkeypatch):
     import jaxspect.recon._train as train_module
 
     traces = []
     original = train_module.training_loss
     monkeypatch.setattr(train_module, "training_loss", lambda *a: traces.append(1) or original(*a))
-    train_set, val = _training_set(rng, 2), _training_set(rng, 2)
+    train_set, val = small_training_set(rng, 2), small_training_set(rng, 2)
     masks = {"hot": val.target > 5, "cold": val.target < 5}
     model = UnrolledEM(PaperCNN, jax.random.key(5), n_outer=2)
     kwargs = dict(epochs=3, gradient=EndToEnd(), key=jax.random.key(0), batch_size=1, voi_masks=masks,

@@ -10,11 +10,11 @@ import jaxspect as js
 from jaxspect.nn import PaperCNN, conv3d, count_parameters
 from jaxspect.phantoms import ellipsoid
 from jaxspect.recon import (
-    EndToEnd, Sequential, TrainingData, Truncated, UnrolledEM, fit, image_scale, load_model, mlem,
-    regularized_em_step, save_model, sensitivity_scale, training_loss,
+    EndToEnd, Sequential, Truncated, UnrolledEM, fit, load_model, mlem, regularized_em_step, save_model,
+    training_loss,
 )
 
-from .conftest import random_symmetric_psf
+from .conftest import random_symmetric_psf, small_training_set
 
 SHAPE, VS = (8, 8, 4), (4.0, 4.0, 4.0)
 identity = lambda key: eqx.nn.Identity()
@@ -172,25 +172,9 @@ def test_checkpointed_and_plain_gradients_agree(rng):
         np.testing.assert_allclose(x, z, rtol=1e-4, atol=1e-7)
 
 
-def _training_set(rng, n_patients):
-    geometry = js.SPECTGeometry(SHAPE, VS, random_symmetric_psf(rng, 3, 3, SHAPE[1], 6), nview=6)
-    truths, mus = [], []
-    for p in range(n_patients):
-        c = rng.uniform(-4, 4, 3)
-        truths.append(10 * ellipsoid(SHAPE, VS, tuple(c), (9.0, 7.0, 6.0)) + 1)
-        mus.append(0.02 * rng.random(SHAPE))
-    mus = jnp.asarray(np.stack(mus), jnp.float32)
-    ops = eqx.filter_vmap(lambda mu: js.SPECTProjector(geometry, mu))(mus)
-    truths = jnp.asarray(np.stack(truths), jnp.float32)
-    y = eqx.filter_vmap(lambda a, x: a(x))(ops, truths)
-    y = jnp.asarray(rng.poisson(np.asarray(y) * 20) / 20, jnp.float32)
-    x0 = eqx.filter_vmap(lambda a, y: mlem(a, y, jnp.ones(SHAPE), n_iter=4).image)(ops, y)
-    return TrainingData(ops, y, jnp.zeros(n_patients), x0, truths)
-
-
 @pytest.mark.parametrize("gradient", [EndToEnd(), Truncated(), Sequential()], ids=["e2e", "truncated", "sequential"])
 def test_training_reduces_loss_reproducibly_and_saves(rng, tmp_path, gradient):
-    train, val = _training_set(rng, 3), _training_set(rng, 2)
+    train, val = small_training_set(rng, 3), small_training_set(rng, 2)
     model = UnrolledEM(PaperCNN, jax.random.key(5), n_outer=2, beta=1.0)
     before = float(training_loss(model, train))
     result = fit(model, train, val, epochs=3, gradient=gradient, key=jax.random.key(0), learning_rate=0.01)

@@ -3,6 +3,7 @@ keys, their (cached) sinograms and minibatches."""
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import equinox as eqx
