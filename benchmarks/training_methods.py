@@ -5,7 +5,7 @@ asserts nothing. The problem is ``torso_problem.py``'s (no inverse crime: data s
 grid twice as fine and binned). The model: K = 3 outer iterations of one inner regularised-EM
 step with the **dimensionless** ``--beta`` (jaxspect's definition: the prior's share of the
 update is beta / (1 + beta) in a voxel of typical activity and sensitivity), the paper's
-657-parameter 3-layer residual CNN per iteration (``--network scnn``: the 3-D SCNN instead),
+657-parameter 3-layer residual CNN per iteration (``--network scnn``: the 3-D SCNN instead; ``paper,scnn``: both),
 all methods from the same initial weights. Training: AdamW, learning rate 0.002 (the paper's;
 ``--cosine`` decays it to 0), one patient per step, relative squared error to the true
 activity, the model with the lowest validation loss kept. Sequential training runs ``--epochs``
@@ -120,7 +120,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="--size quick with few epochs and patients")
     parser.add_argument("--epochs", type=int, default=150, help="epochs per method (per network for sequential)")
     parser.add_argument("--beta", type=float, default=0.3, help="dimensionless regularisation strength")
-    parser.add_argument("--network", choices=("paper", "scnn"), default="paper")
+    parser.add_argument("--network", default="paper", help="paper, scnn, or both: paper,scnn")
     parser.add_argument("--zero-init", action="store_true", help="start every network as the identity")
     parser.add_argument("--train", type=int, default=4, help="training patients")
     parser.add_argument("--val", type=int, default=2, help="validation patients")
@@ -143,14 +143,19 @@ def main(argv=None):
     for m in methods:
         if m not in METHODS:
             parser.error(f"--methods: unknown method {m!r}; expected some of {', '.join(METHODS)}")
+    networks = [n.strip() for n in args.network.split(",")]
+    for n in networks:
+        if n not in ("paper", "scnn"):
+            parser.error(f"--network: unknown network {n!r}; expected paper, scnn or paper,scnn")
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform.upper()} ({os.cpu_count()} CPUs, load {load:.1f})")
     print(f"problem: {size.describe()}; simulated {'with the same model (inverse crime)' if args.same_model else 'on a 2x finer grid, binned'}")
     print(f"patients: {args.train} training, {args.val} validation, {args.test} test; {args.noise} noise realisations")
-    net = network_factory(args.network, size.voxel_mm, args.zero_init)
-    print(f"model: K=3 outer x 1 inner, beta={args.beta} (dimensionless), {args.network} network "
-          f"({count_parameters(net(jax.random.key(0)))} parameters per iteration); AdamW lr 0.002"
+    sizes = ", ".join(f"{n} {count_parameters(network_factory(n, size.voxel_mm, False)(jax.random.key(0)))}"
+                      for n in networks)
+    print(f"model: K=3 outer x 1 inner, beta={args.beta} (dimensionless), parameters per iteration: {sizes}"
+          f"{' (last layers zero: identity start)' if args.zero_init else ''}; AdamW lr 0.002"
           f"{' cosine-decayed' if args.cosine else ''}; {args.epochs} epochs per method"
           f"{' (per network for sequential)' if 'sequential' in methods else ''}")
 
@@ -164,27 +169,29 @@ def main(argv=None):
     results = baselines(tests, val0, test_p)
     print(f"simulation, warm starts, baselines: {time.perf_counter() - start:.0f} s", flush=True)
 
-    init = UnrolledEM(net, jax.random.key(42), n_outer=3, n_inner=1, beta=args.beta)
     steps = args.epochs * args.train
     lr = optax.cosine_decay_schedule(0.002, steps) if args.cosine else 0.002
     timing, histories = {}, {}
-    for name in methods:
+    runs = [(n, m, m if len(networks) == 1 else f"{m} ({n})") for n in networks for m in methods]
+    for network, method, name in runs:
+        init = UnrolledEM(network_factory(network, size.voxel_mm, args.zero_init), jax.random.key(42),
+                          n_outer=3, n_inner=1, beta=args.beta)
         results[name] = []
         seconds, train_seconds = [], 0.0
         for r in range(args.noise if args.retrain else 1):
             train, val = training_data(train_p, r), training_data(val_p, r)
-            ckpt = None if not args.checkpoint_dir else os.path.join(args.checkpoint_dir, f"{name}-r{r}.ckpt")
+            ckpt = None if not args.checkpoint_dir else os.path.join(args.checkpoint_dir, f"{method}-{network}-r{r}.ckpt")
             if ckpt:
                 os.makedirs(args.checkpoint_dir, exist_ok=True)
             t = time.perf_counter()
-            fitted = fit(init, train, val, epochs=args.epochs, gradient=METHODS[name], batch_size=1,
+            fitted = fit(init, train, val, epochs=args.epochs, gradient=METHODS[method], batch_size=1,
                          learning_rate=lr, clip_norm=args.clip_norm, key=jax.random.key(r),
                          voi_masks=voi_masks(val_p), checkpoint=ckpt, log=args.log)
             train_seconds += time.perf_counter() - t
             seconds.append(fitted.seconds_per_epoch)
             if r == 0:
                 histories[name] = fitted.history
-            if args.save_model and name == "end-to-end" and r == 0:
+            if args.save_model and method == "end-to-end" and r == 0:
                 js.save_model(args.save_model, fitted.model)
             for rr in (range(args.noise) if not args.retrain else [r]):
                 results[name].append(evaluate(_reconstruct(fitted.model, tests[rr]), test_p))
