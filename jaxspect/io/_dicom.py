@@ -134,7 +134,8 @@ def _decode_frames(ds, f: _Fields, path) -> np.ndarray:
         return np.asarray(ds.pixel_array, np.float64)
     except Exception as e:  # pydicom: missing decoder plugins (compressed data), corrupt data, ...
         name = getattr(transfer, "name", transfer)
-        raise ValueError(f"DICOM file {path}: cannot decode PixelData (transfer syntax {name}): {e}") from None
+        reason = " ".join(str(e).split())
+        raise ValueError(f"DICOM file {path}: cannot decode PixelData (transfer syntax {name}): {reason}") from None
 
 
 def read_dicom_projections(

@@ -273,10 +273,10 @@ def _check_byte_order(raw: np.ndarray, dtype: np.dtype, path, declared: bool) ->
     where = f"Interfile header {path}: 'imagedata byte order' " + ("says" if declared else "is absent, so")
     order = "BIGENDIAN" if dtype.byteorder == ">" else "LITTLEENDIAN"
     other = "LITTLEENDIAN" if order == "BIGENDIAN" else "BIGENDIAN"
-    swapped = raw.byteswap().view(dtype.newbyteorder())
+    swapped = raw.view(dtype.newbyteorder())  # the same bytes in the other order
     if dtype.kind == "f":
         if not np.all(np.isfinite(raw)):
-            if np.all(np.isfinite(swapped)):
+            if np.all(np.isfinite(swapped)) and not _implausible_floats(swapped):
                 raise ValueError(f"{where} {order}, but the data hold NaN/Inf read that way and none as {other}: "
                                  f"set 'imagedata byte order := {other}'")
             raise ValueError(f"data of Interfile header {path} hold NaN or Inf")
