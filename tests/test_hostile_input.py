@@ -257,6 +257,7 @@ def test_cli_user_errors_exit_2_with_one_message(files, tmp_path, capsys):
     _fails(capsys, ["simulate", "--output", tmp_path / "afile" / "sim.h00"], "afile")
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
 def test_dicom_errors_exit_2(tmp_path, capsys):
     from tests.test_io import _nm_dataset
 
@@ -266,6 +267,7 @@ def test_dicom_errors_exit_2(tmp_path, capsys):
         "no_bits.dcm": (lambda ds: delattr(ds, "BitsAllocated"), "BitsAllocated (0028,0100)"),
         "zero_frames.dcm": (lambda ds: setattr(ds, "NumberOfFrames", 0), "NumberOfFrames"),
         "short.dcm": (lambda ds: setattr(ds, "PixelData", ds.PixelData[:100]), "PixelData holds 100 bytes"),
+        "nan_slope.dcm": (lambda ds: setattr(ds, "RescaleSlope", "NaN"), "RescaleSlope (0028,1053) must be finite"),
     }
     for name, (spoil, needle) in cases.items():
         path = tmp_path / name

@@ -193,6 +193,9 @@ def read_dicom_projections(
         raise ValueError(f"DICOM file {path}: NumberOfFrames (0028,0008) = {nframes} but PixelData holds {frames.shape[0]}")
     slope = getattr(ds, "RescaleSlope", None)
     intercept = getattr(ds, "RescaleIntercept", None)
+    for keyword, tag, value in (("RescaleSlope", "(0028,1053)", slope), ("RescaleIntercept", "(0028,1052)", intercept)):
+        if value is not None and not np.isfinite(float(value)):
+            raise ValueError(f"DICOM file {path}: {keyword} {tag} must be finite, got {value}")
     if slope is not None:
         frames = frames * float(slope)
     if intercept is not None:
