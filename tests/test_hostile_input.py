@@ -425,6 +425,7 @@ _BOUNDED = textwrap.dedent("""
     import jaxspect as js
     from jaxspect import io as jio
     folder, secret = Path(sys.argv[1]), sys.argv[2]
+    jax.numpy.zeros(1).block_until_ready()  # start the backend (threads, pools) before measuring
     opened = []
     sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" and args else None)
     vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
