@@ -173,6 +173,7 @@ def reconstruct(args) -> Path:
             raise UsageError("--window applies to DICOM projections only (an Interfile file holds one window)")
         if args.cor:
             kwargs["cor"] = str(_input_file(args.cor, "--cor"))
+    _input_file(args.projections, "projections")
     _check_outputs([output], args, [args.projections, args.mumap, args.background, args.cor, args.model])
 
     model = _load_unrolled(args.model) if args.model else None

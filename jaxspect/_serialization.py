@@ -124,8 +124,9 @@ def load_model(path, like: eqx.Module | None = None) -> eqx.Module:
         try:  # abstractly: no array exists until the file's arrays are read into it
             like = eqx.filter_eval_shape(build_model, config)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            reason = f"it lacks the entry {e}" if isinstance(e, KeyError) else str(e)
             raise FileCheckError(f"model file {path} ({config.get('kind')}) cannot be built from its architecture "
-                                 f"line: {e}") from None
+                                 f"line: {reason}") from None
     with open(path, "rb") as f:
         f.readline(_MAX_CONFIG_BYTES)
         needed, available = _array_bytes(like), os.fstat(f.fileno()).st_size - f.tell()
