@@ -390,6 +390,9 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     model = PaperCNN(jax.random.key(0))
     js.save_model(tmp_path / "m.eqx", model)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in tmp_path.iterdir())  # usual permissions
 
     def partial_then_crash(image, filename):
         Path(filename).write_bytes(b"half a file")
