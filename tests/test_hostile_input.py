@@ -304,6 +304,9 @@ def test_interfile_header_oddities(files):
     (files / "o.cor").write_text("-2\n" * NVIEW)
     with pytest.raises(ValueError, match="got minimum -20 mm"):
         jio.read_cor(files / "o.cor", NVIEW)
+    (files / "big.cor").write_bytes(b"1\n" * 100_000)
+    with pytest.raises(ValueError, match="big.cor holds 200000 bytes"):
+        jio.read_cor(files / "big.cor", NVIEW)
     # a huge "header" is not read as one
     (files / "huge.h00").write_bytes(b"a" * (2 << 20))
     with pytest.raises(ValueError, match="not an Interfile header"):

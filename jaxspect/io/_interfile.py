@@ -132,6 +132,10 @@ def read_cor(path, nview: int, *, units: str = "cm") -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"orbit file (cor) not found: {path}")
+    limit = 4096 + 256 * int(nview)  # a line per view: refuse a huge file before reading it
+    if path.stat().st_size > limit:
+        raise FileCheckError(f"orbit file {path} holds {path.stat().st_size} bytes, more than {limit} for {nview} "
+                             "lines of radii: not a SIMIND .cor file?")
     radii = []
     for n, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
         fields = line.replace(",", " ").split()
