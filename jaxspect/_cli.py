@@ -180,8 +180,6 @@ def reconstruct(args) -> Path:
     data = _read(args.projections, "projections", **kwargs)
     if suffix in jio.INTERFILE_SUFFIXES and args.radius is not None:
         data = jio.ProjectionData(data.counts, data.angles, args.radius, data.pixel_size_mm)
-    if not np.all(np.isfinite(data.counts)) or np.any(data.counts < 0):
-        raise UsageError(f"projections {args.projections}: counts must be finite and non-negative")
     if args.algorithm == "osem" and args.subsets > data.nview:
         raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({data.nview})")
 
@@ -191,8 +189,6 @@ def reconstruct(args) -> Path:
         if extra.counts.shape != data.counts.shape:
             raise UsageError(f"--background {args.background} has shape {extra.counts.shape}, "
                              f"the projections {data.counts.shape}")
-        if not np.all(np.isfinite(extra.counts)) or np.any(extra.counts < 0):
-            raise UsageError(f"--background {args.background}: mean scatter counts must be finite and non-negative")
         background = extra.counts if background is None else background + extra.counts
 
     image_shape, voxel_size = data.image_shape, data.voxel_size_mm

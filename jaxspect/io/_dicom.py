@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._projections import ProjectionData, frames_to_views, gantry_angles_deg
+from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg
 from ._scatter import dew_scatter, pick_windows, tew_scatter
 
 
@@ -200,6 +200,7 @@ def read_dicom_projections(
         frames = frames * float(slope)
     if intercept is not None:
         frames = frames + float(intercept)
+    check_counts(frames, f"the frames of DICOM file {path} (after Rescale Slope/Intercept)")
 
     windows = _windows(ds, path)
     n_windows = len(windows)

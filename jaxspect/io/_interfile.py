@@ -39,7 +39,7 @@ with the header's arithmetic (``os.stat``), non-finite or out-of-range numbers a
 after ``!END OF INTERFILE`` are ignored (a UTF-8 byte-order mark is skipped), and data whose
 values are implausible for the declared byte order (e.g. little-endian data read with the
 big-endian default: denormal floats, or integers whose swapped values are far smaller) raise a
-``ValueError`` naming ``imagedata byte order``.
+``ValueError`` naming ``imagedata byte order``; negative or non-finite counts are refused.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._projections import ProjectionData, frames_to_views, gantry_angles_deg, views_to_frames
+from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg, views_to_frames
 from ._safety import FileCheckError, atomic_write_group, check_file_size, resolve_data_file
 
 _FORMATS = {
@@ -255,6 +255,7 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
                          f"projections of {dtype.name}")
     raw = np.fromfile(data_path, dtype=dtype, count=expected, offset=offset)
     _check_byte_order(raw, dtype, path, "imagedata byte order" in header)
+    check_counts(raw, f"the data of Interfile header {path}")
     counts = frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32))
 
     ranges = {}
@@ -283,7 +284,7 @@ def _check_byte_order(raw: np.ndarray, dtype: np.dtype, path, declared: bool) ->
             if np.all(np.isfinite(swapped)) and not _implausible_floats(swapped):
                 raise ValueError(f"{where} {order}, but the data hold NaN/Inf read that way and none as {other}: "
                                  f"set 'imagedata byte order := {other}'")
-            raise ValueError(f"data of Interfile header {path} hold NaN or Inf")
+            return  # not a byte-order problem: check_counts reports it
         if _implausible_floats(raw) and not _implausible_floats(swapped):
             raise ValueError(f"{where} {order}, but the values read that way are denormal or huge "
                              f"(|x| from {np.abs(raw[raw != 0]).min():.3g} to {np.abs(raw).max():.3g}) and plausible "
