@@ -204,6 +204,8 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
         override = np.broadcast_to(np.asarray(pixel_size_mm, np.float64).reshape(-1), (2,))
         dx = float(override[0]) if dx is None else dx
         dz = float(override[1]) if dz is None else dz
+    if not (dx > 0 and dz > 0):
+        raise ValueError(f"Interfile header {path}: 'scaling factor (mm/pixel)' must be positive, got {dx:g} x {dz:g} mm")
 
     extent = _get(header, "extent of rotation", path, _number, 360.0)
     if not 0 < extent <= 360:
@@ -255,12 +257,12 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
                          f"projections of {dtype.name}")
     raw = np.fromfile(data_path, dtype=dtype, count=expected, offset=offset)
     _check_byte_order(raw, dtype, path, "imagedata byte order" in header)
-    check_counts(raw, f"the data of Interfile header {path}")
-    counts = frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32))
+    counts = check_counts(frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32)),
+                          f"the data of Interfile header {path} (as float32)")
 
     ranges = {}
-    lo = _get(header, "energy window lower level [1]", path, float)
-    hi = _get(header, "energy window upper level [1]", path, float)
+    lo = _get(header, "energy window lower level [1]", path, _number)
+    hi = _get(header, "energy window upper level [1]", path, _number)
     name = "window_1"
     if lo is not None and hi is not None:
         ranges[name] = (lo, hi)
