@@ -13,7 +13,7 @@ $(BIN)/activate: pyproject.toml
 	touch $(BIN)/activate
 
 demo: $(BIN)/activate
-	$(BIN)/python -m jaxspect demo
+	$(BIN)/python -m jaxspect demo --overwrite
 
 test: $(BIN)/activate
 	$(BIN)/python -m pytest -q

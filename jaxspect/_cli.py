@@ -1,17 +1,27 @@
 """The ``jaxspect`` command line: ``demo``, ``simulate``, ``reconstruct``.
 
-Errors a user can fix (missing or unreadable files, unknown formats, inconsistent shapes or
-units) print ``jaxspect: error: ...`` on stderr and exit with status 2, without a traceback.
+Each command runs parse -> validate -> load -> run -> write. Errors a user can fix (missing,
+refused or unreadable files, unknown formats, out-of-range numbers, inconsistent shapes or
+units, outputs that exist or equal an input) are found before any computation where possible
+and print one ``jaxspect: error: ...`` line naming the file or argument on stderr, exit status
+2, without a traceback. File-level checks live in :mod:`jaxspect.io` (shared with the API);
+only :class:`UsageError` and :class:`jaxspect.io.FileCheckError` (and a missing optional
+dependency) are turned into that exit, so a bug still shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from .io._safety import FileCheckError
+
 # A medium-energy parallel-hole collimator for Lu-177 (208 keV), as in the demo.
 DEFAULT_FWHM0_MM, DEFAULT_SLOPE = 2.5, 0.1
+# Sizes of the simulated phantom (simulate, demo) and count levels the Poisson sampler can draw.
+MAX_SIZE, MAX_SLICES, MAX_VIEWS, MAX_COUNTS = 512, 512, 1024, 1e9
 
 
 class UsageError(Exception):
@@ -30,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="jaxspect-demo-output",
                       help="folder for the PNG figures and NIfTI volumes (default ./jaxspect-demo-output)")
     demo.add_argument("--model", help="also run a trained unrolled EM (jaxspect.save_model file) from the OSEM image")
+    demo.add_argument("--overwrite", action="store_true", help="replace the demo's files in --output if they exist")
 
     sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile) + truth volumes (NIfTI)")
     sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00)")
@@ -42,13 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="phantom and noise seed (default 0)")
     sim.add_argument("--fwhm0", type=float, default=DEFAULT_FWHM0_MM, help="PSF FWHM at the detector, mm")
     sim.add_argument("--slope", type=float, default=DEFAULT_SLOPE, help="PSF FWHM growth per mm of distance")
+    sim.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00) or DICOM NM (.dcm) projections")
     rec.add_argument("projections", help="Interfile header (.h00/.hdr) or DICOM NM file (.dcm)")
     rec.add_argument("--output", required=True, help="reconstructed image, NIfTI (.nii or .nii.gz)")
     rec.add_argument("--mumap", help="attenuation map, NIfTI on the reconstruction grid (nx, nx, nz)")
-    rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default="per_mm",
-                     help="units of --mumap values: 1/mm (default) or 1/cm")
+    rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default=None,
+                     help="units of --mumap values: 1/mm or 1/cm; if not given, 1/mm and maps that look like "
+                          "1/cm or HU are refused")
     rec.add_argument("--algorithm", choices=("osem", "mlem"), default="osem")
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
     rec.add_argument("--subsets", type=int, default=4, help="OSEM subsets (default 4)")
@@ -64,20 +77,34 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--model", help="trained unrolled EM (jaxspect.save_model file), run from the OSEM/ML-EM image "
                      "(its warm start: use --iterations 16 --subsets 4 as in training)")
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
+    rec.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     return parser
 
 
-def _positive(name, value, kind=float):
-    if value is None or not value > 0 or (kind is int and int(value) != value):
-        raise UsageError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value}")
+def _positive(name, value, kind=float, maximum=math.inf):
+    """``value`` must be finite, > 0 (an integer for ``kind=int``) and <= ``maximum``."""
+    if value is None or not 0 < value < math.inf or (kind is int and int(value) != value):
+        raise UsageError(f"{name} must be a {'positive integer' if kind is int else 'finite positive number'}, got {value}")
+    if value > maximum:
+        raise UsageError(f"{name} must be at most {maximum:g}, got {value}")
+
+
+def _non_negative(name, value, maximum=math.inf):
+    if not 0 <= value <= maximum:
+        raise UsageError(f"{name} must be a finite number in [0, {maximum:g}], got {value}")
+
+
+def _input_file(path, what) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} file not found: {path}" if not path.exists() else f"{what} {path} is not a file")
+    return path
 
 
 def _read(path, what, **kwargs):
     from . import io as jio
 
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{what} file not found: {path}")
+    path = _input_file(path, what)
     try:
         return jio.read_projections(path, **kwargs)
     except (ValueError, FileNotFoundError, ImportError, TypeError) as e:
@@ -88,8 +115,7 @@ def _load_unrolled(path):
     from ._serialization import load_model
     from .recon import UnrolledEM
 
-    if not Path(path).exists():
-        raise UsageError(f"--model file not found: {path}")
+    path = _input_file(path, "--model")
     try:
         model = load_model(path)
     except (ValueError, TypeError, OSError) as e:
@@ -98,6 +124,14 @@ def _load_unrolled(path):
         raise UsageError(f"--model {path} holds a {type(model).__name__}, expected a trained UnrolledEM "
                          "(saved with jaxspect.save_model)")
     return model
+
+
+def _check_outputs(paths, args, inputs) -> None:
+    """Every output: not existing (unless --overwrite), not an input, its folder writable."""
+    from . import io as jio
+
+    for path in paths:
+        jio.check_output(path, overwrite=args.overwrite, inputs=[p for p in inputs if p], what="output")
 
 
 def reconstruct(args) -> Path:
@@ -109,14 +143,18 @@ def reconstruct(args) -> Path:
     from ._psf import ExplicitPSF, GaussianPSF
     from .recon import mlem, osem
 
-    model = _load_unrolled(args.model) if args.model else None
+    # validate the arguments and the output before reading anything big
     output = Path(args.output)
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output}")
     _positive("--iterations", args.iterations, int)
     if args.algorithm == "osem":
         _positive("--subsets", args.subsets, int)
-
+    if args.radius is not None:
+        _positive("--radius", args.radius)
+    if args.psf == "gaussian":
+        _positive("--fwhm0", args.fwhm0)
+        _non_negative("--slope", args.slope)
     suffix = Path(args.projections).suffix.lower()
     kwargs = {}
     if suffix in jio.DICOM_SUFFIXES:
@@ -131,17 +169,23 @@ def reconstruct(args) -> Path:
         if args.scatter != "none":
             raise UsageError(f"--scatter {args.scatter} needs the energy windows of a DICOM file; "
                              "for Interfile pass the scatter estimate with --background")
+        if args.window is not None:
+            raise UsageError("--window applies to DICOM projections only (an Interfile file holds one window)")
         if args.cor:
-            kwargs["cor"] = args.cor
+            kwargs["cor"] = str(_input_file(args.cor, "--cor"))
+    _input_file(args.projections, "projections")
+    _check_outputs([output], args, [args.projections, args.mumap, args.background, args.cor, args.model])
+
+    model = _load_unrolled(args.model) if args.model else None
     data = _read(args.projections, "projections", **kwargs)
     if suffix in jio.INTERFILE_SUFFIXES and args.radius is not None:
         data = jio.ProjectionData(data.counts, data.angles, args.radius, data.pixel_size_mm)
-    if not np.all(np.isfinite(data.counts)) or np.any(data.counts < 0):
-        raise UsageError(f"projections {args.projections}: counts must be finite and non-negative")
+    if args.algorithm == "osem" and args.subsets > data.nview:
+        raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({data.nview})")
 
     background = data.background
     if args.background:
-        extra = _read(args.background, "background")
+        extra = _read(args.background, "--background")
         if extra.counts.shape != data.counts.shape:
             raise UsageError(f"--background {args.background} has shape {extra.counts.shape}, "
                              f"the projections {data.counts.shape}")
@@ -151,30 +195,15 @@ def reconstruct(args) -> Path:
     mumap = None
     if args.mumap:
         try:
-            mumap, mumap_voxel = jio.read_nifti(args.mumap)
+            mumap = jio.read_mumap(_input_file(args.mumap, "--mumap"), args.mumap_units, image_shape=image_shape,
+                                   voxel_size_mm=voxel_size)
         except (ValueError, FileNotFoundError, ImportError) as e:
             raise UsageError(f"--mumap: {e}") from None
-        if mumap.shape != image_shape:
-            raise UsageError(f"--mumap {args.mumap} has shape {mumap.shape}, but projections {data.counts.shape} "
-                             f"(nx, nz, nview) need an image of shape (nx, nx, nz) = {image_shape}")
-        if not np.allclose(mumap_voxel, voxel_size, rtol=1e-3):
-            raise UsageError(f"--mumap {args.mumap} has voxels {mumap_voxel} mm, but the projections' pixels "
-                             f"give {voxel_size} mm")
-        if args.mumap_units == "per_cm":
-            mumap = mumap / 10
-        if not np.all(np.isfinite(mumap)) or mumap.min() < 0:
-            raise UsageError(f"--mumap {args.mumap} must be finite and non-negative")
-        if mumap.max() > 1.0:
-            raise UsageError(f"--mumap {args.mumap} reaches {mumap.max():.3g} per mm, beyond any body tissue "
-                             "(bone at 70 keV is about 0.05/mm): wrong --mumap-units, or a CT in HU?")
 
     if args.psf == "gaussian":
         if data.radii is None:
             raise UsageError(f"--psf gaussian needs the orbit radius, which {args.projections} lacks: "
                              "pass --radius MM (or --cor for SIMIND, or --psf none)")
-        _positive("--fwhm0", args.fwhm0)
-        if not args.slope >= 0:
-            raise UsageError(f"--slope must be >= 0, got {args.slope}")
         psf = GaussianPSF(args.fwhm0, args.slope)
     else:
         psf = ExplicitPSF(np.ones((1, 1, image_shape[1], data.nview), np.float32))
@@ -193,8 +222,6 @@ def reconstruct(args) -> Path:
           f"{'attenuation' if mumap is not None else 'no attenuation'}, "
           f"{'scatter background' if r is not None else 'no scatter'}", flush=True)
     if args.algorithm == "osem":
-        if args.subsets > data.nview:
-            raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({data.nview})")
         image = osem(projector, y, x0, n_iter=args.iterations, n_subsets=args.subsets, background=r, progress=progress).image
     else:
         image = mlem(projector, y, x0, n_iter=args.iterations, background=r, progress=progress).image
@@ -203,9 +230,35 @@ def reconstruct(args) -> Path:
               f"from the {args.algorithm} image", flush=True)
         image = model(image, projector, y, r)
     image = np.asarray(image)
-    jio.write_nifti(output, image, voxel_size)
+    _write(output, lambda: jio.write_nifti(output, image, voxel_size))
     print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, counts-domain activity)")
     return output
+
+
+def _write(path, write):
+    """Run ``write()``; an OS error (disk full, folder removed meanwhile) becomes a user error."""
+    try:
+        return write()
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _sizes(args) -> None:
+    _positive("--size", args.size, int, MAX_SIZE)
+    _positive("--slices", args.slices, int, MAX_SLICES)
+    _positive("--views", args.views, int, MAX_VIEWS)
+
+
+def _phantom(shape, voxel_size, seed=0):
+    import jax
+
+    from .phantoms import torso_phantom
+
+    try:
+        return torso_phantom(jax.random.key(seed), shape=shape, voxel_size=voxel_size)
+    except ValueError as e:
+        raise UsageError(f"--size/--slices/--voxel-mm: the torso phantom does not fit {shape} voxels of "
+                         f"{voxel_size[0]:.3g} mm: {e}") from None
 
 
 def simulate_files(args) -> list[Path]:
@@ -218,21 +271,29 @@ def simulate_files(args) -> list[Path]:
     from ._projector import SPECTProjector
     from ._psf import GaussianPSF
     from ._simulate import simulate
-    from .phantoms import torso_phantom
 
     output = Path(args.output)
-    if output.suffix.lower() not in jio.INTERFILE_SUFFIXES:
-        raise UsageError(f"--output must be an Interfile header ({', '.join(jio.INTERFILE_SUFFIXES)}), got {output}")
-    for name in ("size", "slices", "views"):
-        _positive(f"--{name}", getattr(args, name), int)
-    _positive("--counts", args.counts)
+    try:
+        data_path = jio.interfile_data_path(output)
+    except ValueError as e:
+        raise UsageError(f"--output must be an Interfile header: {e}") from None
+    _sizes(args)
+    _positive("--counts", args.counts, float, MAX_COUNTS)
+    _non_negative("--scatter-fraction", args.scatter_fraction, 100.0)
+    _positive("--fwhm0", args.fwhm0)
+    _non_negative("--slope", args.slope)
+    if not 0 <= args.seed < 2**31:
+        raise UsageError(f"--seed must be in [0, 2^31), got {args.seed}")
     voxel = args.voxel_mm if args.voxel_mm is not None else 614.4 / args.size
     _positive("--voxel-mm", voxel)
+    stem = output.with_suffix("")
+    scatter_path = Path(f"{stem}_scatter.h00")
+    volumes = [Path(f"{stem}_{name}.nii.gz") for name in ("activity", "mumap")]
+    written = [output, data_path, scatter_path, jio.interfile_data_path(scatter_path), *volumes]
+    _check_outputs(written, args, [])
+
     shape, vs = (args.size, args.size, args.slices), (voxel,) * 3
-    try:
-        phantom = torso_phantom(jax.random.key(args.seed), shape=shape, voxel_size=vs)
-    except ValueError as e:
-        raise UsageError(f"phantom: {e}") from None
+    phantom = _phantom(shape, vs, args.seed)
     psf = GaussianPSF(args.fwhm0, args.slope)
     angles = 2 * np.pi * np.arange(args.views) / args.views
     probe = SPECTGeometry(shape, vs, psf, angles=angles, radii=args.size * voxel)
@@ -241,14 +302,11 @@ def simulate_files(args) -> list[Path]:
     projector = SPECTProjector(geometry, jnp.asarray(phantom.mumap))
     data = simulate(jax.random.key(args.seed + 1), jnp.asarray(phantom.activity), projector,
                     total_counts=args.counts, scatter_fraction=args.scatter_fraction)
-    stem = output.with_suffix("")
-    written = [output, output.with_suffix(".a00")]
-    jio.write_interfile(output, jio.ProjectionData(np.asarray(data.counts), angles, radii, (voxel, voxel)))
-    scatter_path = Path(f"{stem}_scatter.h00")
-    jio.write_interfile(scatter_path, jio.ProjectionData(np.asarray(data.background), angles, radii, (voxel, voxel)))
-    written += [scatter_path, scatter_path.with_suffix(".a00")]
-    for name, volume in (("activity", phantom.activity), ("mumap", phantom.mumap)):
-        written.append(jio.write_nifti(Path(f"{stem}_{name}.nii.gz"), volume, vs))
+    for path, views in ((output, data.counts), (scatter_path, data.background)):
+        projections = jio.ProjectionData(np.asarray(views), angles, radii, (voxel, voxel))
+        _write(path, lambda: jio.write_interfile(path, projections))
+    for path, volume in zip(volumes, (phantom.activity, phantom.mumap)):
+        _write(path, lambda: jio.write_nifti(path, volume, vs))
     print(f"jaxspect: torso phantom {shape} of {voxel:.3g} mm, {args.views} views, "
           f"{float(np.asarray(data.counts).sum()):.4g} counts (scatter fraction {args.scatter_fraction})")
     print("  mumap in 1/mm; activity in relative concentration units; scatter mean as Interfile")
@@ -257,24 +315,38 @@ def simulate_files(args) -> list[Path]:
     return written
 
 
+def demo(args) -> None:
+    from ._demo import existing_outputs, run_demo
+
+    _sizes(args)
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output {folder} is a file; expected a folder for the demo's figures and volumes")
+    if not args.overwrite and (existing := existing_outputs(folder)):
+        raise UsageError(f"--output {folder} already holds demo output ({', '.join(p.name for p in existing[:3])}"
+                         f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace it")
+    from . import io as jio
+
+    jio.check_output_folder(folder, what="--output")
+    if args.model:
+        _load_unrolled(args.model)  # clear error before the demo runs
+    _phantom((args.size, args.size, args.slices), (9.6,) * 3)  # the demo's phantom must fit
+    run_demo(n=args.size, nz=args.slices, nview=args.views, rotation=args.rotation, output_dir=folder,
+             model_path=args.model)
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns 0, or exits with status 2 and one message on a user error."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            from ._demo import run_demo
-
-            if args.model:
-                _load_unrolled(args.model)  # clear error before the demo runs
-            run_demo(n=args.size, nz=args.slices, nview=args.views, rotation=args.rotation, output_dir=args.output,
-                     model_path=args.model)
+            demo(args)
         elif args.command == "simulate":
             simulate_files(args)
         elif args.command == "reconstruct":
             reconstruct(args)
-    except UsageError as e:
-        parser.exit(2, f"jaxspect: error: {e}\n")
-    except ImportError as e:
+    except (UsageError, FileCheckError, ImportError) as e:
         parser.exit(2, f"jaxspect: error: {e}\n")
     return 0
 

@@ -34,8 +34,30 @@ def _largest_lesion_centre(phantom) -> tuple[int, int, int] | None:
     return tuple(int(round(c)) for c in np.argwhere(phantom.masks[f"lesion_{largest}"]).mean(axis=0))
 
 
+# The files the demo writes (besides one voi_<name>.nii.gz per VOI).
+OUTPUT_NAMES = ("slices.png", "profile.png", "convergence.png", "truth.nii.gz", "mumap.nii.gz", "osem.nii.gz",
+                "unrolled.nii.gz")
+
+
+def existing_outputs(folder) -> list[Path]:
+    """Files in ``folder`` that a demo run would replace."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [folder / n for n in OUTPUT_NAMES if (folder / n).exists()] + sorted(folder.glob("voi_*.nii.gz"))
+
+
+def _save_figure(fig, path: Path) -> Path:
+    from .io import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return path
+
+
 def write_outputs(folder: Path, *, activity, mumap, recon, masks, voxel_size, phantom, log_likelihood, nrmse) -> list[Path]:
-    """PNG figures (matplotlib, Agg) and NIfTI volumes of the demo; returns the paths written.
+    """PNG figures (matplotlib, Agg) and NIfTI volumes of the demo; returns the paths written
+    (each written to a temporary file and renamed into place; existing ones are replaced).
 
     ``activity``, ``recon`` (in the activity's units), ``mumap`` (1/mm) and ``masks`` are
     ``(nx, ny, nz)``; ``voxel_size`` in mm; ``log_likelihood``/``nrmse`` per OSEM iterate.
@@ -65,8 +87,7 @@ def write_outputs(folder: Path, *, activity, mumap, recon, masks, voxel_size, ph
             ax.set_title(f"{label}: {title}")
             ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.7, label="activity (relative concentration)")
-    written.append(folder / "slices.png")
-    fig.savefig(written[-1], dpi=100)
+    written.append(_save_figure(fig, folder / "slices.png"))
     plt.close(fig)
 
     dx = voxel_size[0]
@@ -78,8 +99,7 @@ def write_outputs(folder: Path, *, activity, mumap, recon, masks, voxel_size, ph
     ax.set_ylabel("activity")
     ax.set_title(f"profile along x through the largest lesion (j={cj}, k={ck})")
     ax.legend()
-    written.append(folder / "profile.png")
-    fig.savefig(written[-1], dpi=100)
+    written.append(_save_figure(fig, folder / "profile.png"))
     plt.close(fig)
 
     iterations = np.arange(len(log_likelihood))
@@ -92,8 +112,7 @@ def write_outputs(folder: Path, *, activity, mumap, recon, masks, voxel_size, ph
     ax2.set_ylabel("whole-image NRMSE %")
     fig.suptitle("OSEM convergence")
     fig.tight_layout()
-    written.append(folder / "convergence.png")
-    fig.savefig(written[-1], dpi=100)
+    written.append(_save_figure(fig, folder / "convergence.png"))
     plt.close(fig)
 
     volumes = {"truth": activity, "mumap": mumap, "osem": recon}

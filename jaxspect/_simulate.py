@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._psf import blur_matrices, gaussian_taps
+
+
+_MAX_POISSON_MEAN = 2.0**30
 
 
 class SimulatedData(eqx.Module):
@@ -58,8 +63,10 @@ def simulate(
         projector: the system matrix, e.g. a :class:`jaxspect.SPECTProjector`.
         total_counts: expected total *primary* counts over all views (the count level); the
             activity is scaled to it (``scale`` in the result). ``None`` keeps its units.
+            Means of 2^30 counts per bin or more are refused (``eqx.error_if``): the Poisson
+            sampler saturates at the int32 maximum.
         scatter_fraction: mean scatter counts as a fraction of the primary counts (the paper
-            uses 10%).
+            uses 10%); finite.
         scatter: ``"uniform"`` (the same mean in every bin) or ``"smooth"`` (the primary
             projections blurred by a Gaussian of ``scatter_fwhm_bins`` bins, renormalised).
         n_realizations: number of independent noise realisations (vmapped), or ``None`` for a
@@ -67,10 +74,10 @@ def simulate(
     """
     if scatter not in ("uniform", "smooth"):
         raise ValueError(f"scatter must be 'uniform' or 'smooth', got {scatter!r}")
-    if not scatter_fraction >= 0:
-        raise ValueError(f"scatter_fraction must be >= 0, got {scatter_fraction!r}")
-    if total_counts is not None and not total_counts > 0:
-        raise ValueError(f"total_counts must be positive, got {total_counts!r}")
+    if not 0 <= scatter_fraction < math.inf:
+        raise ValueError(f"scatter_fraction must be finite and >= 0, got {scatter_fraction!r}")
+    if total_counts is not None and not 0 < total_counts < math.inf:
+        raise ValueError(f"total_counts must be finite and positive, got {total_counts!r}")
     if n_realizations is not None and (int(n_realizations) != n_realizations or n_realizations < 1):
         raise ValueError(f"n_realizations must be a positive integer or None, got {n_realizations!r}")
     activity = eqx.error_if(activity, jnp.any(activity < 0), "activity must be non-negative")
@@ -84,6 +91,9 @@ def simulate(
         shape = _smooth(primary, scatter_fwhm_bins)
         background = scatter_fraction * jnp.sum(primary) * shape / jnp.sum(shape)
     mean = primary + background
+    # jax.random.poisson saturates at the int32 maximum: refuse means it cannot draw from
+    mean = eqx.error_if(mean, ~(jnp.max(mean) < _MAX_POISSON_MEAN),
+                        "simulate: expected counts per bin must be finite and below 2^30 (lower total_counts)")
 
     def draw(k):
         return jax.random.poisson(k, mean).astype(mean.dtype)

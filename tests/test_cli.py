@@ -95,7 +95,7 @@ def test_cli_errors(simulated, capsys, tmp_path):
     mu, _ = read_nifti(simulated / "sim_mumap.nii.gz")
     write_nifti(tmp_path / "hu.nii", mu * 1000, (38.4,) * 3)
     _fails(capsys, ["reconstruct", sim, "--output", out, "--mumap", str(tmp_path / "hu.nii"), "--mumap-units", "per_cm"],
-           "wrong --mumap-units")
+           "wrong units (--mumap-units)")
     _fails(capsys, ["reconstruct", sim, "--output", out, "--scatter", "tew"], "--scatter tew needs the energy windows")
     _fails(capsys, ["reconstruct", sim, "--output", out, "--model", "m.eqx"], "--model file not found: m.eqx")
     save_model(tmp_path / "cnn.eqx", PaperCNN(jax.random.key(0)))

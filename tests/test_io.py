@@ -122,7 +122,7 @@ def test_interfile_errors(tmp_path):
         jio.read_interfile(tmp_path / "missing.h00")
 
     _simind(tmp_path, **{"!matrix size[1] := 5": "!matrix size[1] := 6"})
-    with pytest.raises(ValueError, match=r"holds 60 values.*matrix size 6 x 3 x 4 projections = 72"):
+    with pytest.raises(ValueError, match=r"holds 120 bytes.*matrix size 6 x 3 x 4 projections of int16 = 144 bytes"):
         jio.read_interfile(tmp_path / "sim.h00")
     _simind(tmp_path, **{"!total number of images := 4": "!total number of images := 12"})
     with pytest.raises(ValueError, match="'total number of images' \\(12\\) differs"):

@@ -5,22 +5,35 @@ counts, angles in radians in jaxspect's convention, radii and pixel sizes in mm,
 ``(nx, ny, nz)`` in patient LPS order. See :mod:`jaxspect.io._projections` for how file angles
 map onto jaxspect's (``theta = radians(DICOM gantry angle)``). pydicom and nibabel are needed
 only by the functions that use them (``pip install "jaxspect[io]"``).
+
+Files are checked before they are read (see :mod:`jaxspect.io._safety`): a data file named in a
+header must lie in the header's folder, sizes are compared with the header before any read,
+implausible values (byte order, units) are refused, and every writer replaces its files
+atomically. Refusals are :class:`FileCheckError` (a ``ValueError``) naming the file.
 """
 
 from pathlib import Path
 
 from ._dicom import read_dicom_projections as read_dicom_projections
 from ._interfile import (
+    HEADER_SUFFIXES as INTERFILE_SUFFIXES,
+    interfile_data_path as interfile_data_path,
     parse_interfile_header as parse_interfile_header,
     read_cor as read_cor,
     read_interfile as read_interfile,
     write_interfile as write_interfile,
 )
+from ._mumap import check_mumap_units as check_mumap_units, read_mumap as read_mumap
 from ._nifti import read_nifti as read_nifti, write_nifti as write_nifti
 from ._projections import ProjectionData as ProjectionData
+from ._safety import (
+    FileCheckError as FileCheckError,
+    atomic_write as atomic_write,
+    check_output as check_output,
+    check_output_folder as check_output_folder,
+)
 from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
 
-INTERFILE_SUFFIXES = (".h00", ".hdr", ".h33")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._projections import ProjectionData, frames_to_views, gantry_angles_deg
+from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg
 from ._scatter import dew_scatter, pick_windows, tew_scatter
 
 
@@ -109,6 +109,35 @@ def _windows(ds, path):
     return windows
 
 
+def _decode_frames(ds, f: _Fields, path) -> np.ndarray:
+    """Pixel Data as float64 frames, after checking that the file holds what Rows x Columns x
+    Number of Frames x Bits Allocated promise (nothing is decoded before)."""
+    if "PixelData" not in ds or not ds.PixelData:
+        raise ValueError(f"DICOM file {path} lacks PixelData (7FE0,0010) or it is empty")
+    sizes = {}
+    for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)"), ("BitsAllocated", "(0028,0100)")):
+        sizes[keyword] = int(f.get(ds, keyword, tag))
+        if sizes[keyword] <= 0:
+            raise ValueError(f"DICOM file {path}: {keyword} {tag} must be positive, got {sizes[keyword]}")
+    nframes = int(getattr(ds, "NumberOfFrames", 1) or 0)
+    if nframes <= 0:
+        raise ValueError(f"DICOM file {path}: NumberOfFrames (0028,0008) must be positive, got {nframes}")
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise ValueError(f"DICOM file {path}: SamplesPerPixel (0028,0002) = {samples}; NM projections are greyscale (1)")
+    needed = nframes * sizes["Rows"] * sizes["Columns"] * sizes["BitsAllocated"] // 8
+    transfer = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if (transfer is None or not transfer.is_compressed) and len(ds.PixelData) < needed:
+        raise ValueError(f"DICOM file {path}: PixelData holds {len(ds.PixelData)} bytes, but {nframes} frames of "
+                         f"{sizes['Rows']} x {sizes['Columns']} x {sizes['BitsAllocated']} bits need {needed}")
+    try:
+        return np.asarray(ds.pixel_array, np.float64)
+    except Exception as e:  # pydicom: missing decoder plugins (compressed data), corrupt data, ...
+        name = getattr(transfer, "name", transfer)
+        reason = " ".join(str(e).split())
+        raise ValueError(f"DICOM file {path}: cannot decode PixelData (transfer syntax {name}): {reason}") from None
+
+
 def read_dicom_projections(
     path,
     *,
@@ -156,9 +185,7 @@ def read_dicom_projections(
     modality = getattr(ds, "Modality", None)
     if modality is not None and modality != "NM":
         raise ValueError(f"DICOM file {path} has Modality {modality!r}; expected 'NM' (nuclear medicine projections)")
-    if "PixelData" not in ds:
-        raise ValueError(f"DICOM file {path} lacks PixelData (7FE0,0010)")
-    frames = np.asarray(ds.pixel_array, np.float64)
+    frames = _decode_frames(ds, f, path)
     nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames.ndim == 2:
         frames = frames[None]
@@ -166,10 +193,14 @@ def read_dicom_projections(
         raise ValueError(f"DICOM file {path}: NumberOfFrames (0028,0008) = {nframes} but PixelData holds {frames.shape[0]}")
     slope = getattr(ds, "RescaleSlope", None)
     intercept = getattr(ds, "RescaleIntercept", None)
+    for keyword, tag, value in (("RescaleSlope", "(0028,1053)", slope), ("RescaleIntercept", "(0028,1052)", intercept)):
+        if value is not None and not np.isfinite(float(value)):
+            raise ValueError(f"DICOM file {path}: {keyword} {tag} must be finite, got {value}")
     if slope is not None:
         frames = frames * float(slope)
     if intercept is not None:
         frames = frames + float(intercept)
+    check_counts(frames, f"the frames of DICOM file {path} (after Rescale Slope/Intercept)")
 
     windows = _windows(ds, path)
     n_windows = len(windows)
@@ -208,6 +239,9 @@ def read_dicom_projections(
 
     step = float(angular_step_deg) if angular_step_deg is not None else float(
         f.get(rotation, "AngularStep", "(0018,1144)", where=where, override="angular_step_deg"))
+    if nview > 1 and not (np.isfinite(step) and 0 < abs(step) <= 360):
+        raise ValueError(f"DICOM file {path}: AngularStep (0018,1144) must be a non-zero angle of at most 360 "
+                         f"degrees, got {step:g} (0 would put every view at one angle); pass angular_step_deg=")
     direction = rotation_direction if rotation_direction is not None else str(
         f.get(rotation, "RotationDirection", "(0018,1140)", where=where, override="rotation_direction"))
     rotation_start = None

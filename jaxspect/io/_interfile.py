@@ -3,13 +3,15 @@
 Header keys used (case, spaces and a leading ``!`` are ignored; ``;`` starts a comment line):
 
 ========================================  ===============================================
-``name of data file``                     raw data, relative to the header's folder
+``name of data file``                     raw data, in the header's folder (absolute names
+                                          and names leading out of it are refused)
 ``matrix size [1]`` / ``[2]``             columns (bins along the detector, ``nx``) / rows
                                           (axial, ``nz``)
 ``scaling factor (mm/pixel) [1]`` / [2]   bin size ``dx`` / row height ``dz``, mm
 ``number of projections``                 ``nview``
 ``total number of images``                must equal ``number of projections`` (if given)
-``extent of rotation``                    degrees covered; step = extent / nview (default 360)
+``extent of rotation``                    degrees covered, in (0, 360]; step = extent / nview
+                                          (default 360)
 ``start angle``                           gantry angle of view 0, degrees (default 0)
 ``direction of rotation``                 ``CW`` (decreasing angle) or ``CCW`` (default CW)
 ``Radius``                                circular orbit radius, **mm**
@@ -20,7 +22,8 @@ Header keys used (case, spaces and a leading ``!`` are ignored; ``;`` starts a c
 ``number of bytes per pixel``             1, 2, 4 or 8
 ``imagedata byte order``                  ``LITTLEENDIAN`` or ``BIGENDIAN`` (Interfile's
                                           default, used when absent)
-``data offset in bytes``                  bytes to skip (default 0)
+``data offset in bytes``                  bytes to skip (default 0); the data file must hold
+                                          exactly offset + nx * nz * nview values
 ``energy window lower/upper level [1]``   window limits, keV (optional)
 ========================================  ===============================================
 
@@ -30,17 +33,24 @@ detector anterior, counter-clockwise viewed from the feet = increasing angle); v
 SIMIND's orbit file (``.cor``, given with ``cor=``) has one radius per line (the first number
 on each line), in **cm** as SIMIND writes it unless ``cor_units="mm"``; it overrides
 ``Radius``. Each image is stored row by row with row 0 at the head end.
+
+Hostile or clumsy headers are refused before anything is read: the data file's size is compared
+with the header's arithmetic (``os.stat``), non-finite or out-of-range numbers are errors, keys
+after ``!END OF INTERFILE`` are ignored (a UTF-8 byte-order mark is skipped), and data whose
+values are implausible for the declared byte order (e.g. little-endian data read with the
+big-endian default: denormal floats, or integers whose swapped values are far smaller) raise a
+``ValueError`` naming ``imagedata byte order``; negative or non-finite counts are refused.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ._projections import ProjectionData, frames_to_views, gantry_angles_deg, views_to_frames
+from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg, views_to_frames
+from ._safety import FileCheckError, atomic_write_group, check_file_size, resolve_data_file
 
 _FORMATS = {
     ("float", 4): "f4", ("float", 8): "f8", ("short float", 4): "f4", ("long float", 8): "f8",
@@ -58,24 +68,34 @@ def _normalise_key(key: str) -> str:
 
 def parse_interfile_header(path) -> dict[str, str]:
     """The ``key := value`` pairs of an Interfile header, keys normalised (lower case, single
-    spaces, no ``!``, ``"matrix size[1]"`` -> ``"matrix size [1]"``). Later keys win."""
+    spaces, no ``!``, ``"matrix size[1]"`` -> ``"matrix size [1]"``). Later keys win; keys after
+    ``!END OF INTERFILE`` are ignored."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Interfile header not found: {path}")
+    if path.stat().st_size > _MAX_HEADER_BYTES:
+        raise FileCheckError(f"{path} is not an Interfile header ({path.stat().st_size} bytes; "
+                             f"headers are text under {_MAX_HEADER_BYTES} bytes)")
     try:
         text = path.read_text(encoding="latin-1")
     except OSError as e:
         raise FileNotFoundError(f"cannot read Interfile header {path}: {e}") from None
     header = {}
-    for line in text.splitlines():
+    for line in text.removeprefix("\xef\xbb\xbf").splitlines():  # a UTF-8 byte-order mark, read as latin-1
         line = line.strip()
         if not line or line.startswith(";") or ":=" not in line:
             continue
         key, value = line.split(":=", 1)
-        header[_normalise_key(key)] = value.strip()
+        key = _normalise_key(key)
+        if key == "end of interfile":
+            break
+        header[key] = value.strip()
     if not header:
         raise ValueError(f"{path} is not an Interfile header (no 'key := value' lines)")
     return header
+
+
+_MAX_HEADER_BYTES = 1 << 20
 
 
 def _get(header, key, path, convert=str, default=None, required=False):
@@ -86,11 +106,19 @@ def _get(header, key, path, convert=str, default=None, required=False):
     try:
         return convert(header[key])
     except ValueError:
-        raise ValueError(f"Interfile header {path}: '{key} := {header[key]}' is not a valid {convert.__name__}") from None
+        expected = {_int: "an integer", _number: "a finite number"}.get(convert, convert.__name__)
+        raise ValueError(f"Interfile header {path}: '{key} := {header[key]}' is not {expected}") from None
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 def _int(value: str) -> int:
-    number = float(value)
+    number = _number(value)
     if number != int(number):
         raise ValueError(value)
     return int(number)
@@ -104,6 +132,10 @@ def read_cor(path, nview: int, *, units: str = "cm") -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"orbit file (cor) not found: {path}")
+    limit = 4096 + 256 * int(nview)  # a line per view: refuse a huge file before reading it
+    if path.stat().st_size > limit:
+        raise FileCheckError(f"orbit file {path} holds {path.stat().st_size} bytes, more than {limit} for {nview} "
+                             "lines of radii: not a SIMIND .cor file?")
     radii = []
     for n, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
         fields = line.replace(",", " ").split()
@@ -117,14 +149,14 @@ def read_cor(path, nview: int, *, units: str = "cm") -> np.ndarray:
         raise ValueError(f"orbit file {path} has {len(radii)} radii, expected one per view ({nview})")
     radii = np.asarray(radii, np.float64) * (10.0 if units == "cm" else 1.0)
     if not np.all(np.isfinite(radii)) or np.any(radii <= 0):
-        raise ValueError(f"orbit file {path}: radii must be positive, got minimum {radii.min()} {units}")
+        raise ValueError(f"orbit file {path}: radii must be finite and positive, got minimum {radii.min():.6g} mm")
     return radii
 
 
 def _parse_radii(value: str, nview: int, path) -> np.ndarray:
     numbers = [s for s in re.split(r"[{},\s]+", value) if s]
     try:
-        radii = np.asarray([float(s) for s in numbers], np.float64)
+        radii = np.asarray([_number(s) for s in numbers], np.float64)
     except ValueError:
         raise ValueError(f"Interfile header {path}: 'radii := {value}' is not a list of numbers") from None
     if radii.size != nview:
@@ -132,7 +164,7 @@ def _parse_radii(value: str, nview: int, path) -> np.ndarray:
     return radii
 
 
-def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None) -> ProjectionData:
+def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None, data_file=None) -> ProjectionData:
     """Read SIMIND/Interfile SPECT projections (``.h00`` header + raw data).
 
     Arguments:
@@ -141,6 +173,8 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
         cor_units: units of ``cor``: ``"cm"`` (SIMIND's default) or ``"mm"``.
         pixel_size_mm: ``(dx, dz)`` (or one number) to use when the header has no
             ``scaling factor (mm/pixel)``; the header wins otherwise.
+        data_file: the raw data file, instead of the header's ``name of data file`` (which must
+            lie in the header's folder; this argument may point anywhere).
 
     Returns:
         A :class:`ProjectionData`: counts ``(nx, nz, nview)``, angles in radians (jaxspect's
@@ -161,8 +195,8 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
             f"({nview}); one energy window per file is supported"
         )
 
-    dx = _get(header, "scaling factor (mm/pixel) [1]", path, float)
-    dz = _get(header, "scaling factor (mm/pixel) [2]", path, float)
+    dx = _get(header, "scaling factor (mm/pixel) [1]", path, _number)
+    dz = _get(header, "scaling factor (mm/pixel) [2]", path, _number)
     if dx is None or dz is None:
         if pixel_size_mm is None:
             missing = "scaling factor (mm/pixel) [1]" if dx is None else "scaling factor (mm/pixel) [2]"
@@ -170,9 +204,14 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
         override = np.broadcast_to(np.asarray(pixel_size_mm, np.float64).reshape(-1), (2,))
         dx = float(override[0]) if dx is None else dx
         dz = float(override[1]) if dz is None else dz
+    if not (dx > 0 and dz > 0):
+        raise ValueError(f"Interfile header {path}: 'scaling factor (mm/pixel)' must be positive, got {dx:g} x {dz:g} mm")
 
-    extent = _get(header, "extent of rotation", path, float, 360.0)
-    start = _get(header, "start angle", path, float, 0.0)
+    extent = _get(header, "extent of rotation", path, _number, 360.0)
+    if not 0 < extent <= 360:
+        raise ValueError(f"Interfile header {path}: 'extent of rotation' must be in (0, 360] degrees, got {extent:g} "
+                         "(0 would put every view at one angle)")
+    start = _get(header, "start angle", path, _number, 0.0)
     direction = _get(header, "direction of rotation", path, str, "CW")
     angles = np.deg2rad(gantry_angles_deg(start, extent / nview, nview, direction,
                                           what=f"'direction of rotation' in {path}"))
@@ -183,7 +222,9 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
     elif "radii" in header:
         radii = _parse_radii(header["radii"], nview, path)
     elif "radius" in header:
-        radii = np.full(nview, _get(header, "radius", path, float))
+        radii = np.full(nview, _get(header, "radius", path, _number))
+    if radii is not None and cor is None and np.any(radii <= 0):
+        raise ValueError(f"Interfile header {path}: orbit radii must be positive (mm), got {radii.min():g}")
 
     number_format = _get(header, "number format", path, str, "unsigned integer").lower()
     nbytes = _get(header, "number of bytes per pixel", path, _int,
@@ -200,28 +241,63 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
         raise ValueError(f"Interfile header {path}: 'imagedata byte order' must be LITTLEENDIAN or BIGENDIAN, got {order}")
     dtype = np.dtype(("<" if order == "LITTLEENDIAN" else ">") + _FORMATS[(number_format, nbytes)])
     offset = _get(header, "data offset in bytes", path, _int, 0)
+    if offset < 0:
+        raise ValueError(f"Interfile header {path}: 'data offset in bytes' must be >= 0, got {offset}")
 
-    data_name = _get(header, "name of data file", path, str, required=True)
-    data_path = Path(data_name) if os.path.isabs(data_name) else path.parent / data_name
+    if data_file is not None:
+        data_path = Path(data_file)
+    else:
+        data_path = resolve_data_file(path, _get(header, "name of data file", path, str, required=True),
+                                      key="name of data file")
     if not data_path.is_file():
         raise FileNotFoundError(f"data file {data_path} named in Interfile header {path} not found")
     expected = nx * nz * nview
-    raw = np.fromfile(data_path, dtype=dtype, offset=offset)
-    if raw.size != expected:
-        raise ValueError(
-            f"data file {data_path} holds {raw.size} values of {dtype.name} after {offset} bytes, but the header "
-            f"{path} says matrix size {nx} x {nz} x {nview} projections = {expected}"
-        )
-    counts = frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32))
+    check_file_size(data_path, offset + expected * dtype.itemsize,
+                    what=f"the header {path} says {offset} bytes of offset + matrix size {nx} x {nz} x {nview} "
+                         f"projections of {dtype.name}")
+    raw = np.fromfile(data_path, dtype=dtype, count=expected, offset=offset)
+    _check_byte_order(raw, dtype, path, "imagedata byte order" in header)
+    counts = check_counts(frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32)),
+                          f"the data of Interfile header {path} (as float32)")
 
     ranges = {}
-    lo = _get(header, "energy window lower level [1]", path, float)
-    hi = _get(header, "energy window upper level [1]", path, float)
+    lo = _get(header, "energy window lower level [1]", path, _number)
+    hi = _get(header, "energy window upper level [1]", path, _number)
     name = "window_1"
     if lo is not None and hi is not None:
         ranges[name] = (lo, hi)
     return ProjectionData(counts, angles, radii, (dx, dz), windows={name: counts}, window_ranges_kev=ranges,
                           photopeak=name)
+
+
+def _implausible_floats(values: np.ndarray) -> bool:
+    magnitude = np.abs(values[values != 0]).astype(np.float64)
+    return magnitude.size > 0 and (magnitude.min() < 1e-30 or magnitude.max() > 1e30)
+
+
+def _check_byte_order(raw: np.ndarray, dtype: np.dtype, path, declared: bool) -> None:
+    """Refuse data whose values say the byte order is wrong, or that are not finite."""
+    where = f"Interfile header {path}: 'imagedata byte order' " + ("says" if declared else "is absent, so")
+    order = "BIGENDIAN" if dtype.byteorder == ">" else "LITTLEENDIAN"
+    other = "LITTLEENDIAN" if order == "BIGENDIAN" else "BIGENDIAN"
+    swapped = raw.view(dtype.newbyteorder())  # the same bytes in the other order
+    if dtype.kind == "f":
+        if not np.all(np.isfinite(raw)):
+            if np.all(np.isfinite(swapped)) and not _implausible_floats(swapped):
+                raise ValueError(f"{where} {order}, but the data hold NaN/Inf read that way and none as {other}: "
+                                 f"set 'imagedata byte order := {other}'")
+            return  # not a byte-order problem: check_counts reports it
+        if _implausible_floats(raw) and not _implausible_floats(swapped):
+            raise ValueError(f"{where} {order}, but the values read that way are denormal or huge "
+                             f"(|x| from {np.abs(raw[raw != 0]).min():.3g} to {np.abs(raw).max():.3g}) and plausible "
+                             f"as {other}: set 'imagedata byte order := {other}'")
+    elif dtype.itemsize > 1:
+        declared_max = int(np.abs(raw.astype(np.int64)).max(initial=0))
+        swapped_max = int(np.abs(swapped.astype(np.int64)).max(initial=0))
+        if 16 * swapped_max < declared_max:
+            raise ValueError(f"{where} {order}, but the values read that way reach {declared_max} and only "
+                             f"{swapped_max} as {other} (counts fill the low-order bytes): "
+                             f"set 'imagedata byte order := {other}'")
 
 
 def _uniform_angles(angles_deg: np.ndarray) -> tuple[float, float, str]:
@@ -240,11 +316,33 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+HEADER_SUFFIXES = (".h00", ".hdr", ".h33")
+
+
+def interfile_data_path(path) -> Path:
+    """The data file (``.a00``) :func:`write_interfile` writes beside the header ``path``;
+    ``ValueError`` unless ``path`` ends in a header suffix (``.h00``, ``.hdr``, ``.h33``) and
+    its name can be written in a latin-1 Interfile header. Check outputs with it before
+    computing them."""
+    path = Path(path)
+    if path.suffix.lower() not in HEADER_SUFFIXES:
+        raise FileCheckError(f"Interfile header path must end in {', '.join(HEADER_SUFFIXES)}, got {path}")
+    data_path = path.with_suffix(".a00")
+    try:
+        data_path.name.encode("latin-1")
+    except UnicodeEncodeError:
+        raise FileCheckError(f"Interfile headers are latin-1 text: the data file name {data_path.name!r} cannot be "
+                             "written in one; choose a name with latin-1 characters") from None
+    return data_path
+
+
 def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
     """Write ``data`` as SIMIND/Interfile: a header ``path`` (``.h00``) and float32
     little-endian raw data beside it (same stem, ``.a00``).
 
-    Angles must be equally spaced. Radii go into the header (``Radius := r`` for a circular
+    The files are written under temporary names in the same folder and renamed into place,
+    data first and header last, so an interrupted write never leaves a truncated file or a
+    header without its data. Angles must be equally spaced. Radii go into the header (``Radius := r`` for a circular
     orbit, ``radii := {...}`` otherwise, mm); with ``cor=True`` a SIMIND ``.cor`` file (cm, one
     per line) is written as well. The photopeak window's limits are written if known.
 
@@ -253,9 +351,7 @@ def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
     if not isinstance(data, ProjectionData):
         raise TypeError(f"data must be a jaxspect.io.ProjectionData, got {type(data).__name__}")
     path = Path(path)
-    if path.suffix.lower() in (".a00", ".img"):
-        raise ValueError(f"path must be the header file (e.g. .h00), got {path}")
-    data_path = path.with_suffix(".a00")
+    data_path = interfile_data_path(path)
     nx, nz, nview = data.counts.shape
     start, step, direction = _uniform_angles(np.rad2deg(data.angles))
     dx, dz = data.pixel_size_mm
@@ -294,11 +390,14 @@ def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
         else:
             lines += ["orbit := non-circular", "radii := {" + ", ".join(_fmt(r) for r in data.radii) + "}"]
     lines.append("!END OF INTERFILE :=")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    views_to_frames(data.counts).astype("<f4").tofile(data_path)
-    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    if cor:
-        if data.radii is None:
-            raise ValueError("cor=True needs data.radii")
-        path.with_suffix(".cor").write_text("".join(f"{r / 10:.10g}\n" for r in data.radii))
+    text = ("\n".join(lines) + "\n").encode("latin-1")
+    if cor and data.radii is None:
+        raise ValueError("cor=True needs data.radii")
+    # data first, header last, each renamed into place once complete
+    files = [data_path, path] + ([path.with_suffix(".cor")] if cor else [])
+    with atomic_write_group(files) as tmp:
+        views_to_frames(data.counts).astype("<f4").tofile(tmp[0])
+        tmp[1].write_bytes(text)
+        if cor:
+            tmp[2].write_text("".join(f"{r / 10:.10g}\n" for r in data.radii))
     return data_path

@@ -130,6 +130,16 @@ def gantry_angles_deg(start_deg: float, step_deg: float, nview: int, direction: 
     return float(start_deg) + sign * float(step_deg) * np.arange(nview, dtype=np.float64)
 
 
+def check_counts(counts: np.ndarray, what: str) -> np.ndarray:
+    """``counts`` unchanged; ``ValueError`` naming ``what`` unless every value is finite and
+    non-negative (as Poisson counts and their means must be)."""
+    if not np.all(np.isfinite(counts)):
+        raise ValueError(f"{what} hold NaN or Inf; counts must be finite")
+    if counts.size and counts.min() < 0:
+        raise ValueError(f"{what} hold negative values (minimum {counts.min():.4g}); counts must be >= 0")
+    return counts
+
+
 def frames_to_views(frames: np.ndarray) -> np.ndarray:
     """``(nview, rows, cols)`` frames (row 0 = head end) -> jaxspect views ``(cols, rows, nview)``."""
     return np.ascontiguousarray(np.transpose(frames[:, ::-1, :], (2, 1, 0)))
