@@ -101,8 +101,8 @@ class TrainingResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _step(model, opt_state, batch, loss, optimizer, spec, after_step):
-    params, rest = eqx.partition(model, spec)
+def _step(model, opt_state, batch, loss, optimizer, trainable, after_step):
+    params, rest = eqx.partition(model, trainable)
 
     def objective(p):
         out = loss(eqx.combine(p, rest), *batch)
@@ -188,8 +188,8 @@ def train(
         epochs: total epochs (a resumed run continues up to this number).
         optimizer: an ``optax.GradientTransformation`` (see :func:`make_optimizer`).
         key: PRNG key; one subkey per epoch goes to ``batches``.
-        trainable: filter spec (a pytree of bools like ``model``) or a filter function applied
-            to every leaf, or ``model -> spec``; the rest of the model is held fixed.
+        trainable: an ``eqx.partition`` filter spec: a function applied to every leaf, or a
+            pytree of bools like ``model``; the rest of the model is held fixed.
         validate: ``model -> float`` (recorded as ``"val_loss"``) or ``-> {name: float}``; run
             after every epoch. The model with the lowest ``monitor`` entry is kept.
         after_step: ``(model, aux) -> model`` after each step (e.g. batch-norm statistics).
@@ -201,16 +201,7 @@ def train(
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
-    if isinstance(trainable, Callable) and not isinstance(trainable, eqx.Module):
-        try:
-            spec = trainable(model)
-            if jax.tree_util.tree_structure(spec) != jax.tree_util.tree_structure(model):
-                raise TypeError
-        except TypeError:
-            spec = jax.tree_util.tree_map(trainable, model)
-    else:
-        spec = trainable
-    opt_state = optimizer.init(eqx.filter(model, spec))
+    opt_state = optimizer.init(eqx.filter(model, trainable))
     best, best_value, best_epoch, start_epoch = model, np.inf, -1, 0
     history: dict[str, list] = {"train_loss": [], "seconds": []}
     fingerprint = _structure((model, opt_state)) + f"|{label}|{monitor}"
@@ -228,7 +219,7 @@ def train(
         start = time.perf_counter()
         losses = []
         for batch in batches(sub):
-            model, opt_state, value = _step(model, opt_state, tuple(batch), loss, optimizer, spec, after_step)
+            model, opt_state, value = _step(model, opt_state, tuple(batch), loss, optimizer, trainable, after_step)
             losses.append(float(value))
         history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         history["seconds"].append(time.perf_counter() - start)
