@@ -49,8 +49,6 @@ def test_neighbour_energies_match_explicit_pair_sums(rng, x64):
     q = js.QuadraticPrior(vs)
     energy = eqx.filter_jit(lambda p, v: p(v))
     assert float(energy(q, jnp.asarray(x))) == pytest.approx(brute_force_energy(x, lambda a, b: (a - b) ** 2 / 2, vs), rel=1e-12)
-    r = js.RelativeDifferencePrior(gamma=1.5, epsilon=0.1, voxel_size=vs)
-    assert float(energy(r, jnp.asarray(x))) == pytest.approx(brute_force_energy(x, rdp(1.5, 0.1), vs), rel=1e-12)
     weighted = js.RelativeDifferencePrior(1.5, 0.1, vs, weights=js.anatomical_weights(jnp.asarray(labels)))
     same_label = lambda p, q: float(labels[p] == labels[q])
     assert float(energy(weighted, jnp.asarray(x))) == pytest.approx(brute_force_energy(x, rdp(1.5, 0.1), vs, same_label), rel=1e-12)
@@ -83,7 +81,7 @@ def test_prior_gradients_equal_finite_differences(rng, x64, name):
         assert grad[index] == pytest.approx(fd, rel=1e-6, abs=1e-8), index
         if name != "function" and x[index] > 0:  # the Hessian diagonal (away from the kink of |a - b| at 0)
             fd2 = float(gradient(prior, x + e)[index] - gradient(prior, x - e)[index]) / (2 * h)
-            assert curvature[index] == pytest.approx(max(fd2, 0.0), rel=1e-5, abs=1e-6), index
+            assert curvature[index] == pytest.approx(fd2, rel=1e-5, abs=1e-6), index
     if name != "function":  # the analytic gradient equals autodiff of the energy everywhere
         np.testing.assert_allclose(grad, eqx.filter_jit(lambda p, v: jax.grad(p)(v))(prior, x), rtol=1e-10, atol=1e-12)
     else:
@@ -222,16 +220,19 @@ def test_history_vmap_and_bad_inputs(rng):
     a, truth, y = noisy_problem(rng)
     x0 = jnp.ones(SHAPE, jnp.float32)
     prior = js.RelativeDifferencePrior()
-    run = js.osl_em(a, y, x0, prior=prior, beta=0.5, n_iter=3, n_subsets=3, background=2.0, history=True,
+    run = js.osl_em(a, y, x0, prior=prior, beta=0.05, n_iter=3, n_subsets=3, background=2.0, history=True,
                     reference=truth)
     assert run.objective.shape == run.log_likelihood.shape == run.nrmse.shape == (4,)
     s = jnp.mean(a.back(jnp.ones_like(y)))
-    expected = js.recon.poisson_log_likelihood(y, a(run.image) + 2.0) - 0.5 * s * prior(run.image)
+    expected = js.recon.poisson_log_likelihood(y, a(run.image) + 2.0) - 0.05 * s * prior(run.image)
     assert float(run.objective[-1]) == pytest.approx(float(expected), rel=1e-5)
     # vmap over patients (here: two noise realisations) equals one at a time
-    ys = jnp.stack([y, y[..., ::-1]])
-    one = lambda yi: js.bsrem(a, yi, x0, prior=prior, beta=0.5, n_iter=2, n_subsets=3, background=2.0).image
-    np.testing.assert_allclose(jax.vmap(one)(ys)[1], one(ys[1]), rtol=1e-5, atol=1e-5)
+    ys = jnp.stack([y[..., ::-1], y])
+    one = lambda yi: js.osl_em(a, yi, x0, prior=prior, beta=0.05, n_iter=3, n_subsets=3, background=2.0, history=True,
+                               reference=truth)
+    batched = jax.vmap(one)(ys)
+    np.testing.assert_allclose(batched.image[1], run.image, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batched.objective[1], run.objective, rtol=1e-5)
     with pytest.raises(ValueError, match="beta"):
         js.osl_em(a, y, x0, prior=prior, beta=-1.0, n_iter=1, n_subsets=1)
     with pytest.raises(ValueError, match="relaxation"):
@@ -248,7 +249,7 @@ def test_history_vmap_and_bad_inputs(rng):
 def test_gaussian_filter_matches_scipy_convolution(rng, x64):
     image = rng.random((9, 8, 7))
     fwhm, vs = (6.0, 0.0, 9.0), (2.0, 3.0, 4.0)
-    out = np.asarray(js.gaussian_filter(jnp.asarray(image), fwhm, vs))
+    out = np.asarray(jax.jit(js.gaussian_filter, static_argnums=(1, 2))(jnp.asarray(image), fwhm, vs))
     expected = image
     for axis, (f, d) in enumerate(zip(fwhm, vs)):
         if f == 0:
@@ -259,6 +260,40 @@ def test_gaussian_filter_matches_scipy_convolution(rng, x64):
         taps = np.diff(0.5 * scipy.special.erf(edges / (np.sqrt(2) * sigma)))
         expected = scipy.ndimage.convolve1d(expected, taps / taps.sum(), axis=axis, mode="nearest")
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(js.gaussian_filter(jnp.full((5, 5, 5), 3.0), 10.0, (2.0, 2.0, 2.0)), 3.0, rtol=1e-12)
+    np.testing.assert_allclose(js.gaussian_filter(jnp.full((5, 5, 2), 3.0), 10.0, (2.0, 2.0, 2.0)), 3.0, rtol=1e-12)
     with pytest.raises(ValueError, match="fwhm_mm"):
         js.gaussian_filter(jnp.ones((3, 3, 3)), -1.0, (1.0, 1.0, 1.0))
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def test_cli_regularised_reconstruction_and_postfilter(tmp_path, capsys):
+    pytest.importorskip("nibabel")
+    from jaxspect._cli import main
+    from jaxspect.io import read_interfile, read_nifti
+
+    sim = str(tmp_path / "sim.h00")
+    assert main(["simulate", "--output", sim, "--size", "16", "--slices", "8", "--views", "8", "--counts", "1e5"]) == 0
+    mumap = str(tmp_path / "sim_mumap.nii.gz")
+    base = ["reconstruct", sim, "--mumap", mumap, "--iterations", "2", "--subsets", "2", "--no-progress"]
+    out = tmp_path / "bsrem.nii"
+    assert main([*base, "--algorithm", "bsrem", "--prior", "rdp", "--beta", "0.2", "--gamma", "3",
+                 "--postfilter", "40", "--output", str(out)]) == 0
+    image, voxel = read_nifti(out)
+    data = read_interfile(sim)
+    projector = js.SPECTProjector(data.spect_geometry(js.GaussianPSF(2.5, 0.1)), jnp.asarray(read_nifti(mumap)[0]))
+    expected = js.bsrem(projector, jnp.asarray(data.counts), jnp.ones(image.shape), beta=0.2, n_iter=2, n_subsets=2,
+                        prior=js.RelativeDifferencePrior(gamma=3.0, voxel_size=voxel)).image
+    expected = js.gaussian_filter(expected, 40.0, voxel)
+    np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-4 * float(np.max(expected)))
+
+    def fails(argv, needle):
+        with pytest.raises(SystemExit) as e:
+            main([*base, "--output", str(out), *argv])
+        assert e.value.code == 2 and needle in capsys.readouterr().err
+
+    fails(["--algorithm", "osl"], "--algorithm osl needs --beta")
+    fails(["--beta", "0.1"], "--beta applies to --algorithm osl or bsrem")
+    fails(["--algorithm", "bsrem", "--beta", "-1"], "--beta must be")
+    fails(["--postfilter", "a,b"], "--postfilter must be")

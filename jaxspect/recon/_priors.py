@@ -43,6 +43,12 @@ def _pair_slices(shape, offset):
     return first, second
 
 
+def _embed(values, index, shape):
+    """``zeros(shape).at[index].set(values)`` for a tuple of slices, as a pad (cheaper than a
+    scatter for XLA)."""
+    return jnp.pad(values, [(sl.start, n - sl.stop) for sl, n in zip(index, shape)])
+
+
 def _distance_weights(voxel_size) -> np.ndarray:
     """``d_min / |o|_mm`` for the 13 offsets."""
     vs = np.asarray(voxel_size, np.float64)
@@ -94,8 +100,7 @@ def anatomical_weights(anatomy: Float[Array, "nx ny nz"], *, sigma: float | None
     out = []
     for offset in NEIGHBOUR_OFFSETS:
         first, second = _pair_slices(anatomy.shape, offset)
-        kappa = jnp.zeros(anatomy.shape, jnp.result_type(float))
-        out.append(kappa.at[first].set(similar(anatomy[first], anatomy[second])))
+        out.append(_embed(similar(anatomy[first], anatomy[second]), first, anatomy.shape))
     return jnp.stack(out)
 
 
@@ -135,6 +140,10 @@ class AbstractNeighbourPrior(AbstractPrior):
     def potential_gradient(self, a, b):
         """``(dphi/da, dphi/db)`` elementwise."""
 
+    @abc.abstractmethod
+    def potential_curvature(self, a, b):
+        """``(d^2 phi/da^2, d^2 phi/db^2)`` elementwise, ``>= 0``."""
+
     def _pairs(self, x):
         _check_image(x)
         if self.weights is not None and self.weights.shape != (len(NEIGHBOUR_OFFSETS), *x.shape):
@@ -155,19 +164,16 @@ class AbstractNeighbourPrior(AbstractPrior):
         grad = jnp.zeros_like(x)
         for first, second, w in self._pairs(x):
             da, db = self.potential_gradient(x[first], x[second])
-            grad = grad.at[first].add(w * da).at[second].add(w * db)
+            grad = grad + _embed(w * da, first, x.shape) + _embed(w * db, second, x.shape)
         return grad
 
     def curvature(self, x):
-        """The exact Hessian diagonal, ``sum_k w_jk d^2 phi / dx_j^2`` (clipped at 0)."""
+        """The exact Hessian diagonal, ``sum_k w_jk d^2 phi / dx_j^2``."""
         out = jnp.zeros_like(x)
         for first, second, w in self._pairs(x):
-            a, b = x[first], x[second]
-            # phi is elementwise, so a JVP with a tangent of ones gives the second derivatives
-            daa = jax.jvp(lambda a: self.potential_gradient(a, b)[0], (a,), (jnp.ones_like(a),))[1]
-            dbb = jax.jvp(lambda b: self.potential_gradient(a, b)[1], (b,), (jnp.ones_like(b),))[1]
-            out = out.at[first].add(w * daa).at[second].add(w * dbb)
-        return jnp.maximum(out, 0)
+            daa, dbb = self.potential_curvature(x[first], x[second])
+            out = out + _embed(w * daa, first, x.shape) + _embed(w * dbb, second, x.shape)
+        return out
 
 
 class QuadraticPrior(AbstractNeighbourPrior):
@@ -193,6 +199,9 @@ class QuadraticPrior(AbstractNeighbourPrior):
 
     def potential_gradient(self, a, b):
         return a - b, b - a
+
+    def potential_curvature(self, a, b):
+        return jnp.ones_like(a), jnp.ones_like(b)
 
 
 class RelativeDifferencePrior(AbstractNeighbourPrior):
@@ -241,6 +250,12 @@ class RelativeDifferencePrior(AbstractNeighbourPrior):
         da = (2 * d * den - d**2 * (1 + slope)) / den**2
         db = (-2 * d * den - d**2 * (1 - slope)) / den**2
         return da, db
+
+    def potential_curvature(self, a, b):
+        # d^2 phi / da^2 = 2 (D - d dD/da)^2 / D^3 = 2 (2b + epsilon)^2 / D^3 (and a <-> b)
+        den = self._denominator(a, b)
+        epsilon = self.epsilon.astype(a.dtype)
+        return 2 * (2 * b + epsilon) ** 2 / den**3, 2 * (2 * a + epsilon) ** 2 / den**3
 
 
 class FunctionPrior(AbstractPrior):
