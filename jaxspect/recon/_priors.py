@@ -160,20 +160,20 @@ class AbstractNeighbourPrior(AbstractPrior):
     def __call__(self, x):
         return sum(jnp.sum(w * self.potential(x[first], x[second])) for first, second, w in self._pairs(x))
 
-    def gradient(self, x):
-        grad = jnp.zeros_like(x)
+    def _scatter_pairs(self, x, pair_terms):
+        """``sum_pairs w * (t_a at p, t_b at p + o)`` for ``(t_a, t_b) = pair_terms(x_p, x_{p+o})``."""
+        out = jnp.zeros_like(x)
         for first, second, w in self._pairs(x):
-            da, db = self.potential_gradient(x[first], x[second])
-            grad = grad + _embed(w * da, first, x.shape) + _embed(w * db, second, x.shape)
-        return grad
+            ta, tb = pair_terms(x[first], x[second])
+            out = out + _embed(w * ta, first, x.shape) + _embed(w * tb, second, x.shape)
+        return out
+
+    def gradient(self, x):
+        return self._scatter_pairs(x, self.potential_gradient)
 
     def curvature(self, x):
         """The exact Hessian diagonal, ``sum_k w_jk d^2 phi / dx_j^2``."""
-        out = jnp.zeros_like(x)
-        for first, second, w in self._pairs(x):
-            daa, dbb = self.potential_curvature(x[first], x[second])
-            out = out + _embed(w * daa, first, x.shape) + _embed(w * dbb, second, x.shape)
-        return out
+        return self._scatter_pairs(x, self.potential_curvature)
 
 
 class QuadraticPrior(AbstractNeighbourPrior):
