@@ -85,7 +85,7 @@ def _check_map_arguments(args):
     """Validate the regularisation and post-filter options; returns the post-filter FWHM (or None)."""
     if args.algorithm in ("osl", "bsrem"):
         if args.beta is None:
-            raise UsageError(f"--algorithm {args.algorithm} needs --beta (e.g. 0.1 for rdp)")
+            raise UsageError(f"--algorithm {args.algorithm} needs --beta (e.g. 3e-4 for rdp; see jaxspect.bsrem)")
         if not args.beta >= 0 or args.beta == float("inf"):
             raise UsageError(f"--beta must be a finite number >= 0, got {args.beta}")
         if not args.gamma >= 0 or args.gamma == float("inf"):
