@@ -16,7 +16,7 @@ prior (whose ``U`` scales like ``x``, so its ``beta`` carries over between count
 Neither is independent of the grid: the data term's curvature per voxel is about
 ``(A'1)_j / (n x_j)`` with ``n`` the number of voxels along a ray (projections sum over
 depth), so for a finer grid ``beta`` must shrink about as ``1 / n`` (useful RDP values:
-``1e-4 .. 1e-3`` at 32 to 64 voxels across, see ``benchmarks/map.py``).
+``1e-4 .. 3e-3`` at 32 to 64 voxels across, see ``benchmarks/map.py``).
 
 With ``S`` ordered subsets the objective is split as ``Phi = sum_s Phi_s`` with
 ``Phi_s(x) = L_s(x) - beta * s_s * U(x)``, ``s_s = mean(A_s'1)`` (so ``sum_s s_s = s``).
