@@ -22,6 +22,18 @@ from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
 from ._simulate import SimulatedData as SimulatedData, simulate as simulate
 from . import io as io, metrics as metrics, nn as nn, phantoms as phantoms, recon as recon, spectnet as spectnet
 from . import training as training
-from .recon import EMResult as EMResult, mlem as mlem, osem as osem
+from ._filter import gaussian_filter as gaussian_filter
+from .recon import (
+    AbstractPrior as AbstractPrior,
+    EMResult as EMResult,
+    FunctionPrior as FunctionPrior,
+    QuadraticPrior as QuadraticPrior,
+    RelativeDifferencePrior as RelativeDifferencePrior,
+    anatomical_weights as anatomical_weights,
+    bsrem as bsrem,
+    mlem as mlem,
+    osem as osem,
+    osl_em as osl_em,
+)
 
 __version__ = "0.1.0"

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default=None,
                      help="units of --mumap values: 1/mm or 1/cm; if not given, 1/mm and maps that look like "
                           "1/cm or HU are refused")
-    rec.add_argument("--algorithm", choices=("osem", "mlem"), default="osem")
+    rec.add_argument("--algorithm", choices=("osem", "mlem", "osl", "bsrem"), default="osem",
+                     help="osl (one-step-late EM) and bsrem are regularised: give --beta (default osem)")
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
     rec.add_argument("--subsets", type=int, default=4, help="OSEM subsets (default 4)")
     rec.add_argument("--psf", choices=("gaussian", "none"), default="gaussian", help="collimator response model")
@@ -78,7 +79,56 @@ def _parser() -> argparse.ArgumentParser:
                      "(its warm start: use --iterations 16 --subsets 4 as in training)")
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
     rec.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    _add_map_arguments(rec)
     return parser
+
+
+# --- regularised reconstruction and post-filter (reconstruct) ---------------------------------
+
+
+def _add_map_arguments(rec):
+    rec.add_argument("--prior", choices=("quadratic", "rdp"), default="rdp",
+                     help="prior of --algorithm osl/bsrem: quadratic or relative difference (default rdp)")
+    rec.add_argument("--beta", type=float, help="prior strength of osl/bsrem, relative to the mean sensitivity "
+                     "(see jaxspect.bsrem); required for them")
+    rec.add_argument("--gamma", type=float, default=2.0, help="edge preservation of the rdp prior (default 2)")
+    rec.add_argument("--postfilter", metavar="MM", help="Gaussian post-filter FWHM in mm, one number or x,y,z")
+
+
+def _check_map_arguments(args):
+    """Validate the regularisation and post-filter options; returns the post-filter FWHM (or None)."""
+    if args.algorithm in ("osl", "bsrem"):
+        if args.beta is None:
+            raise UsageError(f"--algorithm {args.algorithm} needs --beta (e.g. 3e-4 for rdp; see jaxspect.bsrem)")
+        if not args.beta >= 0 or args.beta == float("inf"):
+            raise UsageError(f"--beta must be a finite number >= 0, got {args.beta}")
+        if not args.gamma >= 0 or args.gamma == float("inf"):
+            raise UsageError(f"--gamma must be a finite number >= 0, got {args.gamma}")
+    elif args.beta is not None:
+        raise UsageError(f"--beta applies to --algorithm osl or bsrem, not {args.algorithm}")
+    if args.postfilter is None:
+        return None
+    try:
+        fwhm = [float(v) for v in args.postfilter.split(",")]
+    except ValueError:
+        fwhm = []
+    if len(fwhm) not in (1, 3) or not all(0 <= f < float("inf") for f in fwhm):
+        raise UsageError(f"--postfilter must be a FWHM in mm >= 0, or three as x,y,z, got {args.postfilter!r}")
+    return fwhm[0] if len(fwhm) == 1 else tuple(fwhm)
+
+
+def _map_reconstruct(args, projector, y, x0, background, voxel_size, progress):
+    from .recon import QuadraticPrior, RelativeDifferencePrior, bsrem, osl_em
+
+    if args.prior == "quadratic":
+        prior = QuadraticPrior(voxel_size)
+    else:
+        prior = RelativeDifferencePrior(gamma=args.gamma, voxel_size=voxel_size)
+    algorithm = osl_em if args.algorithm == "osl" else bsrem
+    if args.subsets > y.shape[-1]:
+        raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({y.shape[-1]})")
+    return algorithm(projector, y, x0, prior=prior, beta=args.beta, n_iter=args.iterations, n_subsets=args.subsets,
+                     background=background, progress=progress).image
 
 
 def _positive(name, value, kind=float, maximum=math.inf):
@@ -148,13 +198,14 @@ def reconstruct(args) -> Path:
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output}")
     _positive("--iterations", args.iterations, int)
-    if args.algorithm == "osem":
+    if args.algorithm != "mlem":
         _positive("--subsets", args.subsets, int)
     if args.radius is not None:
         _positive("--radius", args.radius)
     if args.psf == "gaussian":
         _positive("--fwhm0", args.fwhm0)
         _non_negative("--slope", args.slope)
+    postfilter = _check_map_arguments(args)
     suffix = Path(args.projections).suffix.lower()
     kwargs = {}
     if suffix in jio.DICOM_SUFFIXES:
@@ -223,12 +274,18 @@ def reconstruct(args) -> Path:
           f"{'scatter background' if r is not None else 'no scatter'}", flush=True)
     if args.algorithm == "osem":
         image = osem(projector, y, x0, n_iter=args.iterations, n_subsets=args.subsets, background=r, progress=progress).image
-    else:
+    elif args.algorithm == "mlem":
         image = mlem(projector, y, x0, n_iter=args.iterations, background=r, progress=progress).image
+    else:
+        image = _map_reconstruct(args, projector, y, x0, r, voxel_size, progress)
     if model is not None:
         print(f"jaxspect: unrolled model {args.model} ({model.n_outer} outer x {model.n_inner} inner iterations) "
               f"from the {args.algorithm} image", flush=True)
         image = model(image, projector, y, r)
+    if postfilter is not None:
+        from ._filter import gaussian_filter
+
+        image = gaussian_filter(image, postfilter, voxel_size)
     image = np.asarray(image)
     _write(output, lambda: jio.write_nifti(output, image, voxel_size))
     print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, counts-domain activity)")

@@ -1,4 +1,5 @@
-"""Statistical and learned reconstruction: ML-EM, OS-EM, unrolled CNN-regularised EM."""
+"""Statistical and learned reconstruction: ML-EM, OS-EM, MAP (OSL-EM, BSREM) with priors, unrolled
+CNN-regularised EM."""
 
 from ._em import (
     EMResult as EMResult,
@@ -6,6 +7,16 @@ from ._em import (
     ordered_subsets as ordered_subsets,
     osem as osem,
     poisson_log_likelihood as poisson_log_likelihood,
+)
+from ._map import bsrem as bsrem, osl_em as osl_em
+from ._priors import (
+    NEIGHBOUR_OFFSETS as NEIGHBOUR_OFFSETS,
+    AbstractNeighbourPrior as AbstractNeighbourPrior,
+    AbstractPrior as AbstractPrior,
+    FunctionPrior as FunctionPrior,
+    QuadraticPrior as QuadraticPrior,
+    RelativeDifferencePrior as RelativeDifferencePrior,
+    anatomical_weights as anatomical_weights,
 )
 from ._unrolled import (
     AbstractGradient as AbstractGradient,

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 
 
 class EMResult(eqx.Module):
-    """Output of :func:`mlem` / :func:`osem`.
+    """Output of :func:`mlem` / :func:`osem` (and of :func:`jaxspect.osl_em` / :func:`jaxspect.bsrem`).
 
     Attributes:
         image: the last iterate, shape ``(nx, ny, nz)``.
@@ -25,11 +25,15 @@ class EMResult(eqx.Module):
             ``-log y!`` constant), or ``None`` unless ``history=True``.
         nrmse: ``(n_iter + 1,)`` whole-image ``||x_k - ref|| / ||ref||``, or ``None`` unless a
             ``reference`` image was given with ``history=True``.
+        objective: ``(n_iter + 1,)`` penalised log-likelihood ``L(x_k) - beta * s * U(x_k)`` of
+            the regularised algorithms (see :func:`jaxspect.bsrem`), or ``None`` (ML
+            algorithms, or ``history=False``).
     """
 
     image: Float[Array, "nx ny nz"]
     log_likelihood: Float[Array, " n"] | None = None
     nrmse: Float[Array, " n"] | None = None
+    objective: Float[Array, " n"] | None = None
 
 
 def poisson_log_likelihood(y, ybar):
@@ -98,27 +102,35 @@ def _progress(name, n_iter, enabled):
 
 
 class _History(eqx.Module):
-    """Per-iterate diagnostics: Poisson log-likelihood and NRMSE to a reference."""
+    """Per-iterate diagnostics: Poisson log-likelihood, NRMSE to a reference and, for the
+    regularised algorithms, the penalised log-likelihood ``L(x) - penalty(x)``."""
 
     y: Array
     background: Array
     reference: Array | None
+    penalty: object = None  # callable x -> beta * s * U(x), or None
 
     def __call__(self, x, ybar):
         ll = poisson_log_likelihood(self.y, ybar)
-        if self.reference is None:
-            return ll, None
-        return ll, jnp.linalg.norm(x - self.reference) / jnp.linalg.norm(self.reference)
+        nrmse = None
+        if self.reference is not None:
+            nrmse = jnp.linalg.norm(x - self.reference) / jnp.linalg.norm(self.reference)
+        objective = None if self.penalty is None else ll - self.penalty(x)
+        return ll, nrmse, objective
+
+    def empty(self):
+        """Zero-length entries with the structure of ``self(x, ybar)``."""
+        none_or_empty = lambda present: jnp.zeros((0,), self.y.dtype) if present else None
+        return (jnp.zeros((0,), self.y.dtype), none_or_empty(self.reference is not None),
+                none_or_empty(self.penalty is not None))
 
     def result(self, x, first, per_iteration, last):
         """Assemble the ``n_iter + 1`` entries ``x_0 .. x_K`` from three pieces."""
         join = lambda a, b, c: None if a is None else jnp.concatenate([jnp.atleast_1d(a), b, jnp.atleast_1d(c)])
-        ll = join(first[0], per_iteration[0], last[0])
-        nrmse = join(first[1], per_iteration[1], last[1])
-        return EMResult(x, ll, nrmse)
+        return EMResult(x, *(join(*parts) for parts in zip(first, per_iteration, last)))
 
 
-def _history(history, y, background, reference, image_shape):
+def _history(history, y, background, reference, image_shape, penalty=None):
     if not history:
         if reference is not None:
             raise ValueError("reference= is only used with history=True")
@@ -127,7 +139,7 @@ def _history(history, y, background, reference, image_shape):
         if tuple(jnp.shape(reference)) != tuple(image_shape):
             raise ValueError(f"reference must have the image shape {tuple(image_shape)}, got {jnp.shape(reference)}")
         reference = jnp.asarray(reference, y.dtype)
-    return _History(y, background, reference)
+    return _History(y, background, reference, penalty)
 
 
 @eqx.filter_jit
@@ -176,7 +188,7 @@ def mlem(
     if diagnostics is None:
         return EMResult(x)
     last = diagnostics(x, projector(x) + background)
-    return diagnostics.result(x, (jnp.zeros((0,)), None if reference is None else jnp.zeros((0,))), per_iteration, last)
+    return diagnostics.result(x, diagnostics.empty(), per_iteration, last)
 
 
 def ordered_subsets(nview: int, n_subsets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +209,58 @@ def ordered_subsets(nview: int, n_subsets: int) -> tuple[np.ndarray, np.ndarray]
         indices[s, views.size :] = views[0]
         mask[s, : views.size] = 1
     return indices, mask
+
+
+class _Subsets(eqx.Module):
+    """The data split into ``S`` ordered subsets of views, stacked along a leading axis.
+
+    One operator per subset (one gather of any per-view arrays, such as a cached attenuation,
+    rather than a list of copies); short subsets are padded with masked views.
+    """
+
+    operators: object  # the projector's view_subset, vmapped: array leaves (S, ...)
+    y: Array  # (S, nx, nz, m), zero on padded views
+    background: Array  # (S, nx, nz, m)
+    mask: Array  # (S, 1, 1, m), 0 on padded views
+    sensitivity: Array  # (S, nx, ny, nz): A_s' 1
+
+    def __init__(self, projector, y, background, n_subsets):
+        indices, mask = ordered_subsets(y.shape[-1], n_subsets)
+        self.operators = eqx.filter_vmap(projector.view_subset)(jnp.asarray(indices))
+        self.mask = jnp.asarray(mask, y.dtype)[:, None, None, :]
+        self.y = jnp.moveaxis(y[..., indices], -2, 0) * self.mask
+        self.background = jnp.moveaxis(background[..., indices], -2, 0)
+        self.sensitivity = jax.vmap(lambda a, w: a.back(jnp.broadcast_to(w, a.out_shape)))(self.operators, self.mask)
+
+
+def _subset_iterations(name, projector, y, x0, background, diagnostics, *, n_iter, n_subsets, update, progress):
+    """``n_iter`` passes over ``n_subsets`` ordered subsets (``lax`` loops), shared by the
+    ordered-subsets algorithms.
+
+    Per subset ``s`` of iteration ``k`` it computes the back-projected ratio
+    ``b = A_s'(y_s / (A_s x + r_s))`` and sets ``x <- update(x, b, A_s'1, k)``. Returns an
+    :class:`EMResult`; with ``diagnostics`` the full-data figures of every iterate cost one extra
+    projection per iteration.
+    """
+    subsets = _Subsets(projector, y, background, n_subsets)
+    tick = _progress(name, n_iter, progress)
+
+    def iteration(x, k):
+        def subset_step(x, subset):
+            a, ys, rs, ms, sensitivity = subset
+            back_ratio = a.back(ms * _ratio(ys, a(x) + rs))
+            return update(x, back_ratio, sensitivity, k), None
+
+        x, _ = lax.scan(subset_step, x, (subsets.operators, subsets.y, subsets.background, subsets.mask,
+                                         subsets.sensitivity))
+        tick(k)
+        return x, None if diagnostics is None else diagnostics(x, projector(x) + background)
+
+    x, per_iteration = lax.scan(iteration, x0, jnp.arange(n_iter))
+    if diagnostics is None:
+        return EMResult(x)
+    first = diagnostics(x0, projector(x0) + background)
+    return diagnostics.result(x, first, per_iteration, diagnostics.empty())
 
 
 @eqx.filter_jit
@@ -223,29 +287,6 @@ def osem(
     _check_iterations(n_iter)
     y, x0, background = _check_inputs(projector, y, x0, background)
     diagnostics = _history(history, y, background, reference, projector.in_shape)
-    indices, mask = ordered_subsets(y.shape[-1], n_subsets)
-    # One operator per subset, stacked along a leading axis (one gather of any per-view arrays,
-    # such as a cached attenuation, rather than a list of copies).
-    stacked = eqx.filter_vmap(projector.view_subset)(jnp.asarray(indices))
-    mask = jnp.asarray(mask, y.dtype)[:, None, None, :]  # (S, 1, 1, m)
-    y_s = jnp.moveaxis(y[..., indices], -2, 0) * mask  # (S, nx, nz, m)
-    r_s = jnp.moveaxis(background[..., indices], -2, 0)
-    sens = jax.vmap(lambda a, w: a.back(jnp.broadcast_to(w, a.out_shape)))(stacked, mask)  # (S, nx, ny, nz)
-    tick = _progress("osem", n_iter, progress)
-
-    def subset_step(x, subset):
-        a, ys, rs, ms, sensitivity = subset
-        ybar = a(x) + rs
-        return _em_update(x, a.back(ms * _ratio(ys, ybar)), sensitivity), None
-
-    def iteration(x, k):
-        x, _ = lax.scan(subset_step, x, (stacked, y_s, r_s, mask, sens))
-        tick(k)
-        return x, None if diagnostics is None else diagnostics(x, projector(x) + background)
-
-    x, per_iteration = lax.scan(iteration, x0, jnp.arange(n_iter))
-    if diagnostics is None:
-        return EMResult(x)
-    first = diagnostics(x0, projector(x0) + background)
-    empty = (jnp.zeros((0,)), None if reference is None else jnp.zeros((0,)))
-    return diagnostics.result(x, first, per_iteration, empty)
+    update = lambda x, back_ratio, sensitivity, k: _em_update(x, back_ratio, sensitivity)
+    return _subset_iterations("osem", projector, y, x0, background, diagnostics, n_iter=n_iter,
+                              n_subsets=n_subsets, update=update, progress=progress)
