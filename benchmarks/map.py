@@ -156,7 +156,7 @@ def main(argv=None):
             ax.plot(*zip(*points), style, label=family, markersize=14 if family == "unrolled EM" else 5)
     ax.set_xlabel(f"liver noise (std over {args.realisations} realisations), %")
     ax.set_ylabel("lesion contrast recovery (mean of 4)")
-    ax.set_title(f"torso {n}x{n}x{nz}, {nview} views, {args.counts:.2g} counts")
+    ax.set_title(f"torso {size.n}x{size.n}x{size.nz}, {size.nview} views, {size.counts:.2g} counts")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.savefig(args.output, dpi=120, bbox_inches="tight")
