@@ -57,6 +57,7 @@ SIZES = {
     "quick": ProblemSize(24, 12, 19.2, 24, 3e5),
     "default": ProblemSize(40, 16, 9.6, 40, 1e6),
     "fine": ProblemSize(80, 40, 4.8, 64, 1e6),  # the paper's voxels
+    "liver": ProblemSize(80, 24, 4.8, 32, 1e6),  # the paper's voxels, 115 mm around the liver, 32 views
     "full": ProblemSize(128, 80, 4.8, 128, 2e6),  # the paper's size
 }
 
