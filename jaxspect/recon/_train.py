@@ -92,12 +92,16 @@ class _UnrolledLoss(eqx.Module):
         return training_loss(model, batch, self.gradient)
 
 
+def _network_outputs(network, x: Float[Array, "p nx ny nz"]) -> Float[Array, "p nx ny nz"]:
+    """One outer iteration's regulariser ``s g(x / s)`` on every patient's input."""
+    return jax.vmap(lambda xi: UnrolledEM.regularizer(network, xi))(x)
+
+
 class _NetworkLoss(eqx.Module):
     """Sequential training: the loss of one outer iteration's network alone on its inputs."""
 
     def __call__(self, network, batch):
-        u = jax.vmap(lambda x: UnrolledEM.regularizer(network, x))(batch.x0)
-        return relative_squared_error(u, batch.target)
+        return relative_squared_error(_network_outputs(network, batch.x0), batch.target)
 
 
 class FitResult(eqx.Module):
@@ -134,7 +138,7 @@ def _trainable(model: UnrolledEM):
 
 
 _reconstruct = eqx.filter_jit(reconstruct_batch)
-_apply_network = eqx.filter_jit(lambda net, x: jax.vmap(lambda xi: UnrolledEM.regularizer(net, xi))(x))
+_apply_network = eqx.filter_jit(_network_outputs)
 
 
 def _validator(val: TrainingData | None, voi_masks, predict):
