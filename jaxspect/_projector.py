@@ -26,6 +26,7 @@ from ._attenuation import attenuation_factors
 from ._geometry import SPECTGeometry
 from ._psf import _is_concrete, blur_and_sum, blur_and_sum_adjoint
 from ._linear import AbstractLinearMap, linear_apply
+from ._operator import AbstractProjector
 from ._rotate import ROTATION_METHODS, _rotate, _rotate_impl
 
 
@@ -368,7 +369,7 @@ def _forward_project_autodiff(image, mumap, geometry, *, rotation="bilinear"):
     return _forward_views(image, mumap, None, geometry, rotation, 1, plain=True)
 
 
-class SPECTProjector(eqx.Module):
+class SPECTProjector(AbstractProjector):
     """The SPECT system matrix ``A`` for one patient, as an operator: ``A(x)``, ``A.T(v)``.
 
     Arguments:
@@ -384,6 +385,10 @@ class SPECTProjector(eqx.Module):
             rotated frame, depth-major ``(nview, ny, nx, nz)``), not in ``mumap``.
 
     An Equinox module (a pytree): pass it through ``jit``/``vmap``/``grad`` like any array.
+    The :class:`jaxspect.AbstractProjector` of the SPECT model; ``A.T`` and ``as_matrix`` come
+    from there. A linear operator for every JAX transformation: ``jax.jvp``, ``jax.linearize``,
+    ``jax.linear_transpose``, ``jacfwd``/``jacrev``, ``vmap``, ``grad`` (the transpose is the
+    exact back projector), and derivatives in ``mumap`` and the geometry's arrays.
     """
 
     geometry: SPECTGeometry
@@ -435,33 +440,3 @@ class SPECTProjector(eqx.Module):
             (self.geometry.view_subset(indices), attenuation),
             is_leaf=lambda x: x is None,
         )
-
-    @property
-    def T(self) -> "_TransposedProjector":
-        """The adjoint operator: ``A.T(views)``."""
-        return _TransposedProjector(self)
-
-    def as_matrix(self) -> Float[Array, "m n"]:
-        """Dense matrix ``(prod(out_shape), prod(in_shape))`` in C order. Small problems only."""
-        n = int(np.prod(self.in_shape))
-        basis = jnp.eye(n, dtype=jnp.result_type(float)).reshape(n, *self.in_shape)
-        return jax.vmap(self)(basis).reshape(n, -1).T
-
-
-class _TransposedProjector(eqx.Module):
-    """``A.T`` of a :class:`SPECTProjector`; ``.T`` gives ``A`` back."""
-
-    operator: SPECTProjector
-
-    def __call__(self, views):
-        return self.operator.back(views)
-
-    @property
-    def T(self) -> SPECTProjector:
-        return self.operator
-
-    def as_matrix(self):
-        op = self.operator
-        m = int(np.prod(op.out_shape))
-        basis = jnp.eye(m, dtype=jnp.result_type(float)).reshape(m, *op.out_shape)
-        return jax.vmap(op.back)(basis).reshape(m, -1).T

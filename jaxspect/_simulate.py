@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._operator import AbstractProjector, check_projector
 from ._psf import blur_matrices, gaussian_taps
 
 
@@ -42,7 +43,7 @@ def _smooth(views, fwhm_bins: float):
 def simulate(
     key: PRNGKeyArray,
     activity: Float[Array, "nx ny nz"],
-    projector,
+    projector: AbstractProjector,
     *,
     total_counts: float | None = None,
     scatter_fraction: float = 0.1,
@@ -55,7 +56,8 @@ def simulate(
     Arguments:
         key: ``jax.random`` key; realisations use ``jax.random.split(key, n_realizations)``.
         activity: non-negative image on the projector's grid.
-        projector: the system matrix, e.g. a :class:`jaxspect.SPECTProjector`.
+        projector: the system matrix, any :class:`jaxspect.AbstractProjector` (e.g. a
+            :class:`jaxspect.SPECTProjector`).
         total_counts: expected total *primary* counts over all views (the count level); the
             activity is scaled to it (``scale`` in the result). ``None`` keeps its units.
         scatter_fraction: mean scatter counts as a fraction of the primary counts (the paper
@@ -65,6 +67,7 @@ def simulate(
         n_realizations: number of independent noise realisations (vmapped), or ``None`` for a
             single one without the leading axis.
     """
+    check_projector(projector)
     if scatter not in ("uniform", "smooth"):
         raise ValueError(f"scatter must be 'uniform' or 'smooth', got {scatter!r}")
     if not scatter_fraction >= 0:

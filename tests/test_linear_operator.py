@@ -105,8 +105,8 @@ def test_reverse_mode_stores_no_per_view_intermediates(rng):
         assert 0 < stored < 4 * volume, (argnums, stored)  # one rotated volume per view would be 12
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_hessian_vector_products_in_image_and_mumap(rng, x64, method):
+def test_hessian_vector_products_in_image_and_mumap(rng, x64):
+    method = "bilinear"
     a, m = problem(rng, method, mu_scale=0.05)
     g = a.geometry
     x = jnp.asarray(rng.random(a.in_shape))
