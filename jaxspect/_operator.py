@@ -15,6 +15,7 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -37,7 +38,8 @@ class AbstractProjector(eqx.Module):
       batch of projectors is one module with a leading axis on those leaves (see
       ``jaxspect.recon.stack_projectors``).
 
-    ``T`` (the adjoint as an operator) and ``as_matrix`` come for free.
+    ``T`` (the adjoint as an operator), ``as_matrix`` and ``as_linear_operator`` (lineax) come
+    for free.
     """
 
     @property
@@ -66,6 +68,14 @@ class AbstractProjector(eqx.Module):
     def T(self) -> "TransposedProjector":
         """The adjoint operator: ``A.T(v) == A.back(v)``; ``A.T.T`` is ``A``."""
         return TransposedProjector(self)
+
+    def as_linear_operator(self, dtype=None) -> lx.FunctionLinearOperator:
+        """The operator as a lineax ``FunctionLinearOperator`` on images of ``dtype`` (default
+        float32, or float64 under ``jax_enable_x64``): for ``lx.linear_solve`` with
+        ``lx.Normal(lx.CG(...))``, ``lx.LSMR(...)``, etc. Its ``.transpose()`` is ``back``
+        (through ``jax.linear_transpose``, exact for :class:`jaxspect.SPECTProjector`)."""
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(tuple(self.in_shape), dtype))
 
     def as_matrix(self) -> Float[Array, "m n"]:
         """Dense matrix ``(prod(out_shape), prod(in_shape))`` in C order. Small problems only."""
