@@ -4,10 +4,17 @@ For view ``l``: rotate the image and the attenuation map by ``theta_l``, multipl
 attenuation factors of eq. (1), blur every depth plane by its PSF (replicate padding) and sum
 over depth. The backprojector applies the exact transpose of each step in reverse order. Views
 are processed in a ``lax.scan`` (``views_per_batch`` at a time), so no more than a few rotated
-volumes exist at once, and the VJP of :func:`forward_project` is :func:`back_project` (and vice
-versa): autodiff stores no per-view intermediates. Gradients with respect to the attenuation
-map and to the geometry's arrays (angles, radii, PSF parameters) are exact too; they are
-computed, view by view, only when asked for.
+volumes exist at once.
+
+The projector and the back projector are one linear map and its transpose
+(:class:`_Projection`, applied through :func:`jaxspect._linear.linear_apply`), so every JAX
+transformation sees the pair: the VJP and ``jax.linear_transpose`` of :func:`forward_project`
+are :func:`back_project` (and vice versa), ``jax.jvp``/``jacfwd`` apply the projector to the
+tangent, ``vmap`` vmaps it; autodiff stores no per-view intermediates. Derivatives with respect
+to the attenuation map and to the geometry's arrays (angles, radii, PSF parameters) are exact
+too, in forward and reverse mode (:class:`_ResidualDerivative`: a per-view JVP, whose transpose
+is a per-view VJP recomputed in a scan); they are computed only when asked for. See
+``jaxspect/_linear.py`` for why this mechanism rather than ``custom_vjp`` or ``linear_call``.
 """
 
 from __future__ import annotations
@@ -202,12 +209,12 @@ class _ResidualDerivative(AbstractLinearMap):
 
         return prep, [leaves[i] for i in which]
 
-    def _split_view(self, fixed, varying, mumap, atten_l, angle, fx, fz):
-        """``(f, primals)``: one view as a function of the differentiated inputs only."""
+    def _split_view(self, fixed, view_fn, mumap, atten_l, angle, fx, fz):
+        """``(f, primals, names)``: one view as a function of the differentiated inputs only
+        (``fixed`` is the image for ``A``, the view for ``A'``)."""
         names = ["mumap", "atten", "angle", "fx", "fz"]
         values = dict(zip(names, (mumap, atten_l, angle, fx, fz)))
         diff = [n for n, want in zip(names, (self.want_mumap, self.want_atten) + (any(self.geometry_nz),) * 3) if want]
-        view_fn = varying
 
         def f(*args):
             kw = dict(values, **dict(zip(diff, args)))
@@ -335,8 +342,9 @@ def forward_project(
 
     Returns:
         Projections of shape ``(nx, nz, nview)`` in the image's units times voxel count (no
-        voxel-length factor, as in SPECTrecon.jl). Linear in ``image``; differentiable in
-        ``image`` (VJP = :func:`back_project`), ``mumap`` and the geometry's arrays.
+        voxel-length factor, as in SPECTrecon.jl). Linear in ``image`` with transpose (VJP,
+        ``jax.linear_transpose``) :func:`back_project`; forward mode, ``vmap`` and higher
+        derivatives work too, in ``image``, ``mumap`` and the geometry's arrays.
     """
     _check_options(geometry, rotation, views_per_batch)
     image = _check_array("image", image, geometry.image_shape, "geometry.image_shape")
@@ -355,7 +363,7 @@ def back_project(
     """Exact adjoint of :func:`forward_project`: ``image = A(mumap)^T @ views``.
 
     ``views`` has shape ``geometry.views_shape == (nx, nz, nview)``; the other arguments are as
-    in :func:`forward_project`. Its VJP in ``views`` is :func:`forward_project`.
+    in :func:`forward_project`. Its transpose (VJP in ``views``) is :func:`forward_project`.
     """
     _check_options(geometry, rotation, views_per_batch)
     views = _check_array("views", views, geometry.views_shape, "(nx, nz, nview) of geometry")

@@ -15,7 +15,6 @@ def test_linear_operator_notebook_runs(monkeypatch):
     ns = runpy.run_path(str(NOTEBOOK))
     assert ns["x_ls"].shape == (8, 8, 4)
     assert ns["nrmse"](ns["x_ls"]) < 0.5
-    np.testing.assert_allclose(ns["two"][1], 2 * ns["two"][0], rtol=1e-5, atol=1e-4)
     # PSF calibration: within a few Cramer-Rao standard deviations of the truth
     std = ns["psf_std"]
     assert np.all(np.isfinite(std)) and np.all(std > 0)

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._operator import AbstractProjector
 from ._unrolled import AbstractGradient, EndToEnd, Sequential, UnrolledEM
 
 
@@ -33,7 +34,7 @@ class TrainingData(eqx.Module):
         shared_projector: ``projectors`` is one operator for every patient (static).
     """
 
-    projectors: eqx.Module
+    projectors: AbstractProjector
     y: Float[Array, "p nx nz nview"]
     background: Float[Array, "p ..."]
     x0: Float[Array, "p nx ny nz"]
