@@ -6,6 +6,11 @@ views ``(nx, nz, nview)``, attenuation maps in 1/mm, lengths in mm, angles in ra
 
 from ._attenuation import attenuation_factors as attenuation_factors
 from ._geometry import SPECTGeometry as SPECTGeometry, per_cm_to_per_mm as per_cm_to_per_mm
+from ._operator import (
+    AbstractProjector as AbstractProjector,
+    MatrixProjector as MatrixProjector,
+    TransposedProjector as TransposedProjector,
+)
 from ._projector import (
     SPECTProjector as SPECTProjector,
     back_project as back_project,

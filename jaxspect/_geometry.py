@@ -197,7 +197,8 @@ class SPECTGeometry(eqx.Module):
         if self.radii is None:
             return volume
         extent = self.object_extent(volume, threshold)
-        if _is_concrete(volume) and _is_concrete(self.radii):
+        # Under jit even concrete inputs give a traced extent: then the check is an error_if.
+        if _is_concrete(extent) and _is_concrete(self.radii):
             bad = np.nonzero(np.asarray(self.radii) < np.asarray(extent))[0]
             if bad.size:
                 l = int(bad[0])

@@ -4,14 +4,22 @@ For view ``l``: rotate the image and the attenuation map by ``theta_l``, multipl
 attenuation factors of eq. (1), blur every depth plane by its PSF (replicate padding) and sum
 over depth. The backprojector applies the exact transpose of each step in reverse order. Views
 are processed in a ``lax.scan`` (``views_per_batch`` at a time), so no more than a few rotated
-volumes exist at once, and the VJP of :func:`forward_project` is :func:`back_project` (and vice
-versa): autodiff stores no per-view intermediates. Gradients with respect to the attenuation
-map and to the geometry's arrays (angles, radii, PSF parameters) are exact too; they are
-computed, view by view, only when asked for.
+volumes exist at once.
+
+The projector and the back projector are one linear map and its transpose
+(:class:`_Projection`, applied through :func:`jaxspect._linear.linear_apply`), so every JAX
+transformation sees the pair: the VJP and ``jax.linear_transpose`` of :func:`forward_project`
+are :func:`back_project` (and vice versa), ``jax.jvp``/``jacfwd`` apply the projector to the
+tangent, ``vmap`` vmaps it; autodiff stores no per-view intermediates. Derivatives with respect
+to the attenuation map and to the geometry's arrays (angles, radii, PSF parameters) are exact
+too, in forward and reverse mode (:class:`_ResidualDerivative`: a per-view JVP, whose transpose
+is a per-view VJP recomputed in a scan); they are computed only when asked for. See
+``jaxspect/_linear.py`` for why this mechanism rather than ``custom_vjp`` or ``linear_call``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import equinox as eqx
@@ -24,7 +32,9 @@ from jaxtyping import Array, Float
 from ._attenuation import attenuation_factors
 from ._geometry import SPECTGeometry
 from ._psf import _is_concrete, blur_and_sum, blur_and_sum_adjoint
-from ._rotate import ROTATION_METHODS, _rotate, _rotate_adjoint_impl, _rotate_impl
+from ._linear import AbstractLinearMap, linear_apply
+from ._operator import AbstractProjector
+from ._rotate import ROTATION_METHODS, _rotate, _rotate_impl
 
 
 # --- one view ----------------------------------------------------------------------------------
@@ -67,7 +77,7 @@ def _back_view(view, mumap, atten_l, angle, fx, fz, *, dy, method):
     atten = _view_attenuation(mumap, atten_l, angle, dy, method, _rotate)
     if atten is not None:
         spread = _materialize(spread * atten.astype(dtype))
-    return _rotate_adjoint_impl(spread, angle, method, True)
+    return _rotate(spread, angle, method, True, adjoint=True)
 
 
 # --- loops over views --------------------------------------------------------------------------
@@ -128,93 +138,146 @@ def _back_views(views, mumap, atten, geometry, method, views_per_batch):
     return _sum_views(one, xs, init, views_per_batch)
 
 
-def _nonlinear_cotangents(pullback, items, mumap, atten, geometry, wants):
-    """Cotangents for ``mumap``, ``atten`` and ``geometry`` (the inputs the operator is not
-    linear in) by a per-view VJP recomputed inside a scan; ``None`` where not wanted.
-
-    ``pullback(item, mumap, atten_l, angle, fx, fz)`` returns the cotangents of one view's
-    inputs; ``items`` has the views along axis 0.
-    """
-    want_mu, want_atten, want_geom = wants
-    no_geom_ct = jax.tree_util.tree_map(lambda _: None, geometry)
-    if not (want_mu or want_atten or want_geom):
-        return None, None, no_geom_ct
-    (angles, fx, fz), prep_vjp = jax.vjp(lambda g: _per_view_inputs(g, None)[:3], geometry)
-
-    def body(mu_acc, xs):
-        item, angle, fx_l, fz_l, atten_l = xs
-        mu_ct, atten_ct, angle_ct, fx_ct, fz_ct = pullback(item, mumap, atten_l, angle, fx_l, fz_l)
-        if mu_acc is not None:
-            mu_acc = mu_acc + mu_ct
-        return mu_acc, (atten_ct if want_atten else None, (angle_ct, fx_ct, fz_ct) if want_geom else None)
-
-    mu_init = jnp.zeros_like(mumap) if (want_mu and mumap is not None) else None
-    mu_ct, (atten_ct, geom_parts) = lax.scan(body, mu_init, (items, angles, fx, fz, atten))
-    geom_ct = prep_vjp(geom_parts)[0] if want_geom else no_geom_ct
-    return mu_ct, atten_ct, geom_ct
+# --- the projector as a linear map with a hand-written transpose ---------------------------------
 
 
-def _any(tree) -> bool:
-    return any(jax.tree_util.tree_leaves(tree))
+class _Projection(AbstractLinearMap):
+    """``A(mumap) @ image`` (``adjoint=False``) or ``A(mumap)' @ views`` (``adjoint=True``); the
+    residuals are ``(mumap, atten, geometry)``. The transpose of one is the other, so the VJP of
+    the projector is the gather-based back projector (and vice versa); no per-view intermediate
+    is stored by any transformation."""
 
+    method: str = eqx.field(static=True)
+    views_per_batch: int = eqx.field(static=True)
+    adjoint: bool = eqx.field(static=True)
 
-# --- custom VJPs: the backprojector is the VJP of the projector and vice versa ----------------
+    def apply(self, residuals, x):
+        mumap, atten, geometry = residuals
+        views_fn = _back_views if self.adjoint else _forward_views
+        return views_fn(x, mumap, atten, geometry, self.method, self.views_per_batch)
 
+    def transpose(self):
+        return _Projection(self.method, self.views_per_batch, not self.adjoint)
 
-@eqx.filter_custom_vjp
-def _project(inputs, method, views_per_batch):
-    image, mumap, atten, geometry = inputs
-    return _forward_views(image, mumap, atten, geometry, method, views_per_batch)
-
-
-@eqx.filter_custom_vjp
-def _backproject(inputs, method, views_per_batch):
-    views, mumap, atten, geometry = inputs
-    return _back_views(views, mumap, atten, geometry, method, views_per_batch)
-
-
-def _define_vjp(operator, transpose, view_fn, view_items):
-    """Register the VJP of ``operator((linear, mumap, atten, geometry), ...)``, which is linear
-    in its first input: ``transpose`` gives that input's cotangent; the other inputs' come
-    from a per-view VJP of ``view_fn`` (see :func:`_nonlinear_cotangents`).
-
-    ``view_items(linear, cotangent)`` returns the per-view items to scan and a function
-    ``(vjp_of_one_view, item) -> cotangents`` that applies the right cotangent to a view.
-    """
-
-    @operator.def_fwd
-    def fwd(perturbed, inputs, method, views_per_batch):
-        return operator(inputs, method, views_per_batch), None  # no residuals: recompute per view
-
-    @operator.def_bwd
-    def bwd(residuals, cotangent, perturbed, inputs, method, views_per_batch):
-        linear, mumap, atten, geometry = inputs
-        p_linear, p_mumap, p_atten, p_geom = perturbed
-        linear_ct = None
-        if _any(p_linear):
-            linear_ct = transpose((cotangent, mumap, atten, geometry), method, views_per_batch)
-        one_view = partial(view_fn, dy=geometry.voxel_size[1], method=method)
-        items, pullback = view_items(one_view, linear, cotangent)
-        mu_ct, atten_ct, geom_ct = _nonlinear_cotangents(
-            pullback, items, mumap, atten, geometry, (_any(p_mumap), _any(p_atten), _any(p_geom))
+    def residual_jvp(self, residuals, x, tangents):
+        mumap, atten, geometry = residuals
+        t_mumap, t_atten, t_geometry = tangents
+        t_leaves = jax.tree_util.tree_structure(geometry).flatten_up_to(t_geometry)
+        derivative = _ResidualDerivative(
+            self.method, self.views_per_batch, self.adjoint, False,
+            t_mumap is not None, t_atten is not None, tuple(t is not None for t in t_leaves),
         )
-        return linear_ct, mu_ct, atten_ct, geom_ct
+        linear = (t_mumap, t_atten, [t for t in t_leaves if t is not None])
+        return linear_apply(derivative, (x, mumap, atten, geometry), linear)
 
 
-def _projection_items(one_view, image, cotangent):
-    # One view's output cotangent against the whole image.
-    pullback = lambda ct_l, *rest: jax.vjp(partial(one_view, image), *rest)[1](ct_l)
-    return jnp.moveaxis(cotangent, -1, 0), pullback
+class _ResidualDerivative(AbstractLinearMap):
+    """Derivative of :class:`_Projection` in its residuals (the inputs the projector is not
+    linear in), linear in their tangents ``(t_mumap | None, t_atten | None, [tangents of the
+    geometry's leaves marked in geometry_nz])``; residuals ``(x, mumap, atten, geometry)``.
+
+    Forward (``transposed=False``): a per-view ``jax.jvp`` in a loop over views. Transposed: the
+    cotangents by a per-view VJP recomputed inside a scan, so reverse mode in ``mumap`` or the
+    geometry stores no per-view intermediates either.
+    """
+
+    method: str = eqx.field(static=True)
+    views_per_batch: int = eqx.field(static=True)
+    adjoint: bool = eqx.field(static=True)
+    transposed: bool = eqx.field(static=True)
+    want_mumap: bool = eqx.field(static=True)
+    want_atten: bool = eqx.field(static=True)
+    geometry_nz: tuple = eqx.field(static=True)
+
+    def transpose(self):
+        return dataclasses.replace(self, transposed=not self.transposed)
+
+    def _view_fn(self, geometry):
+        view_fn = _back_view if self.adjoint else _forward_view
+        return partial(view_fn, dy=geometry.voxel_size[1], method=self.method)
+
+    def _prep(self, geometry):
+        """``values -> (angles, fx, fz)`` as a function of the marked geometry leaves."""
+        leaves, tree = jax.tree_util.tree_flatten(geometry)
+        which = [i for i, nz in enumerate(self.geometry_nz) if nz]
+
+        def prep(values):
+            full = list(leaves)
+            for i, v in zip(which, values):
+                full[i] = v
+            return _per_view_inputs(jax.tree_util.tree_unflatten(tree, full), None)[:3]
+
+        return prep, [leaves[i] for i in which]
+
+    def _split_view(self, fixed, view_fn, mumap, atten_l, angle, fx, fz):
+        """``(f, primals, names)``: one view as a function of the differentiated inputs only
+        (``fixed`` is the image for ``A``, the view for ``A'``)."""
+        names = ["mumap", "atten", "angle", "fx", "fz"]
+        values = dict(zip(names, (mumap, atten_l, angle, fx, fz)))
+        diff = [n for n, want in zip(names, (self.want_mumap, self.want_atten) + (any(self.geometry_nz),) * 3) if want]
+
+        def f(*args):
+            kw = dict(values, **dict(zip(diff, args)))
+            return view_fn(fixed, kw["mumap"], kw["atten"], kw["angle"], kw["fx"], kw["fz"])
+
+        return f, [values[n] for n in diff], diff
+
+    def apply(self, residuals, linear):
+        x, mumap, atten, geometry = residuals
+        view_fn = self._view_fn(geometry)
+        prep, values = self._prep(geometry)
+        want_geom = any(self.geometry_nz)
+        if self.transposed:
+            return self._cotangents(x, mumap, atten, geometry, view_fn, prep, values, linear)
+        t_mumap, t_atten, t_geom = linear
+        if want_geom:
+            (angles, fx, fz), (t_angles, t_fx, t_fz) = jax.jvp(prep, (values,), (list(t_geom),))
+        else:
+            (angles, fx, fz), (t_angles, t_fx, t_fz) = prep(values), (None, None, None)
+        items = jnp.moveaxis(x, -1, 0) if self.adjoint else None
+
+        def one(inputs):
+            item, angle, fx_l, fz_l, atten_l, ta, tfx, tfz, tatt = inputs
+            fixed = item if self.adjoint else x
+            f, primals, diff = self._split_view(fixed, view_fn, mumap, atten_l, angle, fx_l, fz_l)
+            tangents = dict(mumap=t_mumap, atten=tatt, angle=ta, fx=tfx, fz=tfz)
+            return jax.jvp(f, primals, [tangents[n] for n in diff])[1]
+
+        xs = (items, angles, fx, fz, atten, t_angles, t_fx, t_fz, t_atten)
+        if self.adjoint:
+            return _sum_views(one, xs, jnp.zeros(geometry.image_shape, x.dtype), self.views_per_batch)
+        return jnp.moveaxis(_map_views(one, xs, self.views_per_batch), 0, -1)
+
+    def _cotangents(self, x, mumap, atten, geometry, view_fn, prep, values, cotangent):
+        want_geom = any(self.geometry_nz)
+        if want_geom:
+            (angles, fx, fz), prep_vjp = jax.vjp(prep, values)
+        else:
+            angles, fx, fz = prep(values)
+        # Per view: the view's item (data for A', cotangent for A) against the whole other side.
+        items = jnp.moveaxis(x if self.adjoint else cotangent, -1, 0)
+
+        def body(mu_acc, inputs):
+            item, angle, fx_l, fz_l, atten_l = inputs
+            fixed, ct = (item, cotangent) if self.adjoint else (x, item)
+            f, primals, diff = self._split_view(fixed, view_fn, mumap, atten_l, angle, fx_l, fz_l)
+            cts = dict(zip(diff, jax.vjp(f, *primals)[1](ct)))
+            if mu_acc is not None:
+                mu_acc = mu_acc + cts["mumap"]
+            geom_parts = (cts["angle"], cts["fx"], cts["fz"]) if want_geom else None
+            return mu_acc, (cts.get("atten"), geom_parts)
+
+        mu_init = jnp.zeros_like(mumap) if self.want_mumap else None
+        mu_ct, (atten_ct, geom_parts) = lax.scan(body, mu_init, (items, angles, fx, fz, atten))
+        geom_ct = list(prep_vjp(geom_parts)[0]) if want_geom else []
+        return mu_ct, atten_ct, geom_ct
 
 
-def _backprojection_items(one_view, views, cotangent):
-    # One view's data against the whole image cotangent.
-    pullback = lambda view_l, *rest: jax.vjp(partial(one_view, view_l), *rest)[1](cotangent)
-    return jnp.moveaxis(views, -1, 0), pullback
-
-
-_define_vjp(_project, _backproject, _forward_view, _projection_items)
-_define_vjp(_backproject, _project, _back_view, _backprojection_items)
+def _project(inputs, method, views_per_batch, adjoint=False):
+    """``A @ image`` (or ``A' @ views`` with ``adjoint``) for ``inputs = (x, mumap, atten,
+    geometry)``: linear in ``x`` with the exact transpose, differentiable in the rest."""
+    x, mumap, atten, geometry = inputs
+    return linear_apply(_Projection(method, views_per_batch, adjoint), (mumap, atten, geometry), x)
 
 
 # --- input checks ------------------------------------------------------------------------------
@@ -279,8 +342,9 @@ def forward_project(
 
     Returns:
         Projections of shape ``(nx, nz, nview)`` in the image's units times voxel count (no
-        voxel-length factor, as in SPECTrecon.jl). Linear in ``image``; differentiable in
-        ``image`` (VJP = :func:`back_project`), ``mumap`` and the geometry's arrays.
+        voxel-length factor, as in SPECTrecon.jl). Linear in ``image`` with transpose (VJP,
+        ``jax.linear_transpose``) :func:`back_project`; forward mode, ``vmap`` and higher
+        derivatives work too, in ``image``, ``mumap`` and the geometry's arrays.
     """
     _check_options(geometry, rotation, views_per_batch)
     image = _check_array("image", image, geometry.image_shape, "geometry.image_shape")
@@ -299,12 +363,12 @@ def back_project(
     """Exact adjoint of :func:`forward_project`: ``image = A(mumap)^T @ views``.
 
     ``views`` has shape ``geometry.views_shape == (nx, nz, nview)``; the other arguments are as
-    in :func:`forward_project`. Its VJP in ``views`` is :func:`forward_project`.
+    in :func:`forward_project`. Its transpose (VJP in ``views``) is :func:`forward_project`.
     """
     _check_options(geometry, rotation, views_per_batch)
     views = _check_array("views", views, geometry.views_shape, "(nx, nz, nview) of geometry")
     mumap = _check_mumap(mumap, geometry)
-    return _backproject((views, mumap, None, geometry), rotation, int(views_per_batch))
+    return _project((views, mumap, None, geometry), rotation, int(views_per_batch), adjoint=True)
 
 
 def _forward_project_autodiff(image, mumap, geometry, *, rotation="bilinear"):
@@ -313,7 +377,7 @@ def _forward_project_autodiff(image, mumap, geometry, *, rotation="bilinear"):
     return _forward_views(image, mumap, None, geometry, rotation, 1, plain=True)
 
 
-class SPECTProjector(eqx.Module):
+class SPECTProjector(AbstractProjector):
     """The SPECT system matrix ``A`` for one patient, as an operator: ``A(x)``, ``A.T(v)``.
 
     Arguments:
@@ -329,6 +393,10 @@ class SPECTProjector(eqx.Module):
             rotated frame, depth-major ``(nview, ny, nx, nz)``), not in ``mumap``.
 
     An Equinox module (a pytree): pass it through ``jit``/``vmap``/``grad`` like any array.
+    The :class:`jaxspect.AbstractProjector` of the SPECT model; ``A.T`` and ``as_matrix`` come
+    from there. A linear operator for every JAX transformation: ``jax.jvp``, ``jax.linearize``,
+    ``jax.linear_transpose``, ``jacfwd``/``jacrev``, ``vmap``, ``grad`` (the transpose is the
+    exact back projector), and derivatives in ``mumap`` and the geometry's arrays.
     """
 
     geometry: SPECTGeometry
@@ -368,7 +436,7 @@ class SPECTProjector(eqx.Module):
     def back(self, views: Float[Array, "nx nz nview"]) -> Float[Array, "nx ny nz"]:
         """Back projection ``A.T @ views`` (the exact adjoint)."""
         views = _check_array("views", views, self.out_shape, "(nx, nz, nview) of geometry")
-        return _backproject((views, self.mumap, self.attenuation, self.geometry), self.rotation, self.views_per_batch)
+        return _project((views, self.mumap, self.attenuation, self.geometry), self.rotation, self.views_per_batch, True)
 
     def view_subset(self, indices) -> "SPECTProjector":
         """The operator restricted to the views ``indices`` (e.g. one ordered subset)."""
@@ -380,33 +448,3 @@ class SPECTProjector(eqx.Module):
             (self.geometry.view_subset(indices), attenuation),
             is_leaf=lambda x: x is None,
         )
-
-    @property
-    def T(self) -> "_TransposedProjector":
-        """The adjoint operator: ``A.T(views)``."""
-        return _TransposedProjector(self)
-
-    def as_matrix(self) -> Float[Array, "m n"]:
-        """Dense matrix ``(prod(out_shape), prod(in_shape))`` in C order. Small problems only."""
-        n = int(np.prod(self.in_shape))
-        basis = jnp.eye(n, dtype=jnp.result_type(float)).reshape(n, *self.in_shape)
-        return jax.vmap(self)(basis).reshape(n, -1).T
-
-
-class _TransposedProjector(eqx.Module):
-    """``A.T`` of a :class:`SPECTProjector`; ``.T`` gives ``A`` back."""
-
-    operator: SPECTProjector
-
-    def __call__(self, views):
-        return self.operator.back(views)
-
-    @property
-    def T(self) -> SPECTProjector:
-        return self.operator
-
-    def as_matrix(self):
-        op = self.operator
-        m = int(np.prod(op.out_shape))
-        basis = jnp.eye(m, dtype=jnp.result_type(float)).reshape(m, *op.out_shape)
-        return jax.vmap(op.back)(basis).reshape(m, -1).T

@@ -25,13 +25,14 @@ otherwise off by ~1e-7 rad, which makes every pixel a blend).
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Literal
 
-import jax
+import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
+
+from ._linear import AbstractLinearMap, linear_apply
 
 RotationMethod = Literal["bilinear", "three_pass"]
 ROTATION_METHODS: tuple[str, ...] = ("bilinear", "three_pass")
@@ -233,24 +234,28 @@ def _check_method(method):
         raise ValueError(f"rotation must be one of {ROTATION_METHODS}, got {method!r}")
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _rotate(volume, angle, method, depth_major=False):
-    return _rotate_impl(volume, angle, method, depth_major)
+class _Rotation(AbstractLinearMap):
+    """The rotation (``adjoint=False``) or its exact transpose, linear in the volume; the
+    residual is the angle (its derivative differentiates the interpolation weights)."""
+
+    method: str = eqx.field(static=True)
+    depth_major: bool = eqx.field(static=True)
+    adjoint: bool = eqx.field(static=True)
+
+    def apply(self, angle, volume):
+        fn = _rotate_adjoint_impl if self.adjoint else _rotate_impl
+        return fn(volume, angle, self.method, self.depth_major)
+
+    def transpose(self):
+        return _Rotation(self.method, self.depth_major, not self.adjoint)
 
 
-def _rotate_fwd(volume, angle, method, depth_major=False):
-    return _rotate_impl(volume, angle, method, depth_major), (volume, angle)
-
-
-def _rotate_bwd(method, depth_major, residuals, cotangent):
-    volume, angle = residuals
-    volume_ct = _rotate_adjoint_impl(cotangent, angle, method, depth_major)
-    # d/d(angle): differentiate the gather weights only (the volume is a constant here).
-    _, angle_vjp = jax.vjp(lambda a: _rotate_impl(volume, a, method, depth_major), angle)
-    return volume_ct, angle_vjp(cotangent)[0]
-
-
-_rotate.defvjp(_rotate_fwd, _rotate_bwd)
+def _rotate(volume, angle, method, depth_major=False, adjoint=False):
+    """:func:`_rotate_impl` (or, with ``adjoint``, its transpose) as a linear map whose transpose
+    is the other one: every JAX transformation sees the exact gather-based pair."""
+    _check_square(volume)
+    angle = jnp.asarray(angle, volume.dtype)
+    return linear_apply(_Rotation(method, bool(depth_major), bool(adjoint)), angle, volume)
 
 
 def rotate(
@@ -261,7 +266,8 @@ def rotate(
     ``method`` is ``"bilinear"`` (2-D bilinear interpolation) or ``"three_pass"`` (exact
     quarter turns, then three 1-D linear shears x, y, x by the residual angle
     ``|phi| <= pi/4`` with ``t = tan(phi/2)``, ``s = -sin(phi)``, on a zero-padded grid).
-    See the module docstring for the convention. Its VJP is :func:`rotate_adjoint`.
+    See the module docstring for the convention. Its transpose (VJP, ``jax.linear_transpose``)
+    is :func:`rotate_adjoint`; forward mode and ``vmap`` work too.
     """
     _check_method(method)
     return _rotate(volume, angle, method, False)
@@ -276,4 +282,4 @@ def rotate_adjoint(
     the forward rotation read it with.
     """
     _check_method(method)
-    return _rotate_adjoint_impl(image, angle, method)
+    return _rotate(image, angle, method, adjoint=True)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._operator import AbstractProjector, check_projector
 from ._psf import blur_matrices, gaussian_taps
 
 
@@ -47,7 +48,7 @@ def _smooth(views, fwhm_bins: float):
 def simulate(
     key: PRNGKeyArray,
     activity: Float[Array, "nx ny nz"],
-    projector,
+    projector: AbstractProjector,
     *,
     total_counts: float | None = None,
     scatter_fraction: float = 0.1,
@@ -60,7 +61,8 @@ def simulate(
     Arguments:
         key: ``jax.random`` key; realisations use ``jax.random.split(key, n_realizations)``.
         activity: non-negative image on the projector's grid.
-        projector: the system matrix, e.g. a :class:`jaxspect.SPECTProjector`.
+        projector: the system matrix, any :class:`jaxspect.AbstractProjector` (e.g. a
+            :class:`jaxspect.SPECTProjector`).
         total_counts: expected total *primary* counts over all views (the count level); the
             activity is scaled to it (``scale`` in the result). ``None`` keeps its units.
             Means of 2^30 counts per bin or more are refused (``eqx.error_if``): the Poisson
@@ -72,6 +74,7 @@ def simulate(
         n_realizations: number of independent noise realisations (vmapped), or ``None`` for a
             single one without the leading axis.
     """
+    check_projector(projector)
     if scatter not in ("uniform", "smooth"):
         raise ValueError(f"scatter must be 'uniform' or 'smooth', got {scatter!r}")
     if not 0 <= scatter_fraction < math.inf:

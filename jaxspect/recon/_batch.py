@@ -17,24 +17,30 @@ with ``jax.experimental.multihost_utils.process_allgather(result)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._operator import AbstractProjector, check_projector
 from ._em import mlem, osem
 
 AXIS = "patients"
 
 
-def stack_projectors(projectors):
-    """Stack per-patient :class:`jaxspect.SPECTProjector` s (same image shape, number of views,
-    rotation method and PSF type) into one batched projector whose array leaves have a leading
-    patient axis ``P``: different mumaps, orbits and angles per patient are fine."""
+def stack_projectors(projectors: Sequence[AbstractProjector]) -> AbstractProjector:
+    """Stack per-patient projectors (:class:`jaxspect.AbstractProjector` s of one type: for
+    :class:`jaxspect.SPECTProjector` the same image shape, number of views, rotation method
+    and PSF type) into one batched projector whose array leaves have a leading patient axis
+    ``P``: different mumaps, orbits and angles per patient are fine."""
     projectors = list(projectors)
     if not projectors:
         raise ValueError("projectors must not be empty")
+    for p in projectors:
+        check_projector(p, "every entry of projectors")
     structures = {jax.tree_util.tree_structure(eqx.filter(p, eqx.is_array)) for p in projectors}
     statics = {jax.tree_util.tree_structure(p) for p in projectors}
     shapes = {tuple(x.shape for x in jax.tree_util.tree_leaves(eqx.filter(p, eqx.is_array))) for p in projectors}
@@ -75,6 +81,7 @@ def _place(x, sharding, padded):
 
 
 def _batch_em(method, projectors, counts, x0, background, devices, strip_padding, **options):
+    check_projector(projectors, "projectors")
     n = _batch_size(projectors)
     counts = np.asarray(counts)
     if counts.ndim != 4 or counts.shape[0] != n:
@@ -115,15 +122,15 @@ def _run(params, static, counts, x0, background, mesh, method, options):
 
 
 def batch_osem(
-    projectors, counts, x0=None, *, n_iter: int, n_subsets: int, background=None, devices=None,
+    projectors: AbstractProjector, counts, x0=None, *, n_iter: int, n_subsets: int, background=None, devices=None,
     strip_padding: bool = True,
 ):
     """OS-EM for ``P`` patients, sharded over ``devices`` (default all).
 
     Arguments:
-        projectors: a batched projector whose array leaves all have a leading patient axis
-            ``P`` (see :func:`stack_projectors`, or ``eqx.filter_vmap`` the construction of a
-            :class:`jaxspect.SPECTProjector` over stacked mumaps/radii).
+        projectors: a batched :class:`jaxspect.AbstractProjector` whose array leaves all have
+            a leading patient axis ``P`` (see :func:`stack_projectors`, or ``eqx.filter_vmap``
+            the construction of a :class:`jaxspect.SPECTProjector` over stacked mumaps/radii).
         counts: ``(P, nx, nz, nview)`` measured counts.
         x0: start images ``(P, nx, ny, nz)`` or one ``(nx, ny, nz)`` for all; default ones.
         n_iter, n_subsets: as in :func:`jaxspect.osem`.
@@ -145,7 +152,7 @@ def batch_osem(
 
 
 def batch_mlem(
-    projectors, counts, x0=None, *, n_iter: int, background=None, devices=None, strip_padding: bool = True
+    projectors: AbstractProjector, counts, x0=None, *, n_iter: int, background=None, devices=None, strip_padding: bool = True
 ):
     """ML-EM for ``P`` patients, sharded over ``devices``; arguments as :func:`batch_osem`."""
     return _batch_em("mlem", projectors, counts, x0, background, devices, strip_padding, n_iter=n_iter)

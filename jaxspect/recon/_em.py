@@ -1,8 +1,8 @@
 """ML-EM and OS-EM for the Poisson model ``y ~ Poisson(A x + r)``.
 
 Both run as ``lax`` loops under ``jit`` (no Python loop over iterations in the compiled path),
-work on float32 and float64, and ``vmap`` over patients (a batched :class:`SPECTProjector`,
-data and start images). Sensitivity images ``A_s' 1`` are computed once per subset; voxels
+work on float32 and float64, and ``vmap`` over patients (a batched projector,
+data and start images). The projector is any :class:`jaxspect.AbstractProjector`. Sensitivity images ``A_s' 1`` are computed once per subset; voxels
 whose sensitivity is zero are set to zero (never Inf/NaN); iterates stay non-negative.
 """
 
@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
+
+from .._operator import AbstractProjector, check_projector
 
 
 class EMResult(eqx.Module):
@@ -59,6 +61,7 @@ def _em_update(x, back_ratio, sensitivity):
 
 
 def _check_inputs(projector, y, x0, background):
+    check_projector(projector)
     views_shape = tuple(projector.out_shape)
     image_shape = tuple(projector.in_shape)
     if tuple(y.shape) != views_shape:
@@ -144,7 +147,7 @@ def _history(history, y, background, reference, image_shape, penalty=None):
 
 @eqx.filter_jit
 def mlem(
-    projector,
+    projector: AbstractProjector,
     y: Float[Array, "nx nz nview"],
     x0: Float[Array, "nx ny nz"],
     *,
@@ -157,8 +160,8 @@ def mlem(
     """Maximum-likelihood EM: ``x <- x * A'(y / (A x + r)) / A'1``.
 
     Arguments:
-        projector: the system matrix, e.g. a :class:`jaxspect.SPECTProjector` (anything with
-            ``__call__``, ``back``, ``in_shape`` and ``out_shape``).
+        projector: the system matrix, a :class:`jaxspect.AbstractProjector` (e.g.
+            :class:`jaxspect.SPECTProjector`, :class:`jaxspect.MatrixProjector` or your own).
         y: measured counts, shape ``projector.out_shape``, finite and ``>= 0``.
         x0: non-negative start image (e.g. ones, or an OSEM warm start).
         n_iter: number of iterations (static).
@@ -265,7 +268,7 @@ def _subset_iterations(name, projector, y, x0, background, diagnostics, *, n_ite
 
 @eqx.filter_jit
 def osem(
-    projector,
+    projector: AbstractProjector,
     y: Float[Array, "nx nz nview"],
     x0: Float[Array, "nx ny nz"],
     *,
@@ -280,7 +283,7 @@ def osem(
 
     ``n_iter`` full iterations (each visits every subset once) with ``n_subsets`` subsets,
     any number from 1 to ``nview`` (uneven subsets are handled by padding with masked views).
-    The projector must support ``view_subset(indices)`` (``SPECTProjector`` does). Other
+    Subsets come from the projector's ``view_subset`` (see :class:`jaxspect.AbstractProjector`). Other
     arguments as in :func:`mlem`; with ``history=True`` the full-data log-likelihood of every
     iterate costs one extra projection per iteration.
     """

@@ -20,6 +20,7 @@ import optax
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .. import metrics
+from .._operator import AbstractProjector
 from ..training import make_optimizer, train as train_loop
 from ._unrolled import AbstractGradient, EndToEnd, Sequential, UnrolledEM
 
@@ -37,7 +38,7 @@ class TrainingData(eqx.Module):
         shared_projector: ``projectors`` is one operator for every patient (static).
     """
 
-    projectors: eqx.Module
+    projectors: AbstractProjector
     y: Float[Array, "p nx nz nview"]
     background: Float[Array, "p ..."]
     x0: Float[Array, "p nx ny nz"]

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._operator import AbstractProjector
 from .._serialization import build_model, model_config, register_model
 from ._em import _ratio
 
@@ -198,7 +199,7 @@ class UnrolledEM(eqx.Module):
     def __call__(
         self,
         x0: Float[Array, "nx ny nz"],
-        projector,
+        projector: AbstractProjector,
         y: Float[Array, "nx nz nview"],
         background=None,
         *,
