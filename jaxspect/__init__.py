@@ -5,6 +5,11 @@ views ``(nx, nz, nview)``, attenuation maps in 1/mm, lengths in mm, angles in ra
 """
 
 from ._attenuation import attenuation_factors as attenuation_factors
+from ._collimators import (
+    COLLIMATORS as COLLIMATORS,
+    Collimator as Collimator,
+    get_collimator as get_collimator,
+)
 from ._geometry import SPECTGeometry as SPECTGeometry, per_cm_to_per_mm as per_cm_to_per_mm
 from ._projector import (
     SPECTProjector as SPECTProjector,

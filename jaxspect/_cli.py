@@ -10,8 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-# A medium-energy parallel-hole collimator for Lu-177 (208 keV), as in the demo.
+# `simulate`'s default collimator response: a medium-energy parallel-hole collimator for Lu-177
+# (208 keV), as in the demo; written into the simulated file's header, which `reconstruct` reads.
 DEFAULT_FWHM0_MM, DEFAULT_SLOPE = 2.5, 0.1
+# Interfile keys that carry a Gaussian PSF (jaxspect's own keys, written by `simulate`).
+PSF_FWHM0_KEY, PSF_SLOPE_KEY = "gaussian psf fwhm0 (mm)", "gaussian psf slope"
 
 
 class UsageError(Exception):
@@ -53,8 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
     rec.add_argument("--subsets", type=int, default=4, help="OSEM subsets (default 4)")
     rec.add_argument("--psf", choices=("gaussian", "none"), default="gaussian", help="collimator response model")
-    rec.add_argument("--fwhm0", type=float, default=DEFAULT_FWHM0_MM, help=f"Gaussian PSF FWHM at the detector, mm (default {DEFAULT_FWHM0_MM})")
-    rec.add_argument("--slope", type=float, default=DEFAULT_SLOPE, help=f"FWHM growth per mm of distance (default {DEFAULT_SLOPE})")
+    rec.add_argument("--collimator", help="parallel-hole collimator by name (`jaxspect collimators` lists them): "
+                     "its Gaussian PSF at the photopeak energy")
+    rec.add_argument("--energy", type=float, help="photopeak energy, keV (default: centre of the file's photopeak window)")
+    rec.add_argument("--fwhm0", type=float, help="Gaussian PSF FWHM at the detector, mm (with --slope, instead of --collimator)")
+    rec.add_argument("--slope", type=float, help="FWHM growth per mm of distance (with --fwhm0)")
     rec.add_argument("--scatter", choices=("none", "tew", "dew"), default="none",
                      help="scatter estimate from the DICOM energy windows (default none)")
     rec.add_argument("--background", help="mean scatter counts, an Interfile/DICOM file shaped like the projections")
@@ -64,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--model", help="trained unrolled EM (jaxspect.save_model file), run from the OSEM/ML-EM image "
                      "(its warm start: use --iterations 16 --subsets 4 as in training)")
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
+
+    col = sub.add_parser("collimators", help="list the parallel-hole collimators --collimator knows")
+    col.add_argument("--energy", type=float, default=140.5, help="photon energy for the FWHM column, keV (default 140.5)")
     return parser
 
 
@@ -100,13 +109,73 @@ def _load_unrolled(path):
     return model
 
 
+def _photopeak_kev(args, data) -> float:
+    """--energy, else the centre of the file's photopeak window; a UsageError when neither."""
+    if args.energy is not None:
+        _positive("--energy", args.energy)
+        return float(args.energy)
+    energy = data.photopeak_kev
+    if energy is None:
+        raise UsageError(f"the photopeak energy is not recorded in {args.projections} (no energy window limits): "
+                         "pass --energy KEV")
+    return energy
+
+
+def _gaussian_psf(args, data):
+    """The Gaussian PSF from --collimator, --fwhm0/--slope, or the projection file; never assumed."""
+    from . import io as jio
+    from ._collimators import get_collimator, psf_distance_range
+    from ._psf import GaussianPSF
+
+    if data.radii is None:
+        raise UsageError(f"--psf gaussian needs the orbit radius, which {args.projections} lacks: "
+                         "pass --radius MM (or --cor for SIMIND, or --psf none)")
+    given = args.fwhm0 is not None or args.slope is not None
+    if args.collimator and given:
+        raise UsageError("give either --collimator NAME or --fwhm0 MM --slope S, not both")
+    if args.collimator:
+        try:
+            collimator = get_collimator(args.collimator)
+        except ValueError as e:
+            raise UsageError(f"--collimator: {e}") from None
+        energy = _photopeak_kev(args, data)
+        distances = psf_distance_range(data.radii, data.image_shape, data.voxel_size_mm)
+        try:
+            psf = collimator.psf(energy, distance_range_mm=distances)
+        except ValueError as e:
+            raise UsageError(f"--collimator {args.collimator}: {e}") from None
+        print(f"jaxspect: collimator {collimator.name} ({collimator.description}) at {energy:.4g} keV: "
+              f"system FWHM {float(collimator.system_fwhm_mm(100.0, energy)):.2f} mm at 100 mm; "
+              f"Gaussian PSF fwhm0 {float(psf.fwhm0):.3g} mm, slope {float(psf.slope):.4g}", flush=True)
+        return psf
+    fwhm0, slope, source = args.fwhm0, args.slope, "--fwhm0/--slope"
+    if not given and Path(args.projections).suffix.lower() in jio.INTERFILE_SUFFIXES:
+        header = jio.parse_interfile_header(args.projections)
+        if PSF_FWHM0_KEY in header and PSF_SLOPE_KEY in header:
+            try:
+                fwhm0, slope = float(header[PSF_FWHM0_KEY]), float(header[PSF_SLOPE_KEY])
+            except ValueError:
+                raise UsageError(f"{args.projections}: '{PSF_FWHM0_KEY}' and '{PSF_SLOPE_KEY}' must be numbers") from None
+            source = f"the header of {args.projections}"
+    if fwhm0 is None or slope is None:
+        if given:
+            raise UsageError("--fwhm0 and --slope go together: give both (or --collimator NAME)")
+        raise UsageError(f"no collimator response given and {args.projections} names none: pass --collimator NAME "
+                         "(`jaxspect collimators` lists them), --fwhm0 MM --slope S, or --psf none")
+    _positive("--fwhm0", fwhm0)
+    if not slope >= 0:
+        raise UsageError(f"--slope must be >= 0, got {slope}")
+    print(f"jaxspect: Gaussian PSF fwhm0 {fwhm0:g} mm, slope {slope:g} (from {source})", flush=True)
+    return GaussianPSF(fwhm0, slope)
+
+
 def reconstruct(args) -> Path:
     import jax.numpy as jnp
     import numpy as np
 
     from . import io as jio
     from ._projector import SPECTProjector
-    from ._psf import ExplicitPSF, GaussianPSF
+    from ._psf import ExplicitPSF
     from .recon import mlem, osem
 
     model = _load_unrolled(args.model) if args.model else None
@@ -169,14 +238,10 @@ def reconstruct(args) -> Path:
                              "(bone at 70 keV is about 0.05/mm): wrong --mumap-units, or a CT in HU?")
 
     if args.psf == "gaussian":
-        if data.radii is None:
-            raise UsageError(f"--psf gaussian needs the orbit radius, which {args.projections} lacks: "
-                             "pass --radius MM (or --cor for SIMIND, or --psf none)")
-        _positive("--fwhm0", args.fwhm0)
-        if not args.slope >= 0:
-            raise UsageError(f"--slope must be >= 0, got {args.slope}")
-        psf = GaussianPSF(args.fwhm0, args.slope)
+        psf = _gaussian_psf(args, data)
     else:
+        if args.collimator or args.fwhm0 is not None or args.slope is not None:
+            raise UsageError("--psf none takes no --collimator, --fwhm0 or --slope")
         psf = ExplicitPSF(np.ones((1, 1, image_shape[1], data.nview), np.float32))
     try:
         geometry = data.spect_geometry(psf)
@@ -243,7 +308,9 @@ def simulate_files(args) -> list[Path]:
                     total_counts=args.counts, scatter_fraction=args.scatter_fraction)
     stem = output.with_suffix("")
     written = [output, output.with_suffix(".a00")]
-    jio.write_interfile(output, jio.ProjectionData(np.asarray(data.counts), angles, radii, (voxel, voxel)))
+    psf_keys = {PSF_FWHM0_KEY: args.fwhm0, PSF_SLOPE_KEY: args.slope}
+    jio.write_interfile(output, jio.ProjectionData(np.asarray(data.counts), angles, radii, (voxel, voxel)),
+                        extra_keys=psf_keys)
     scatter_path = Path(f"{stem}_scatter.h00")
     jio.write_interfile(scatter_path, jio.ProjectionData(np.asarray(data.background), angles, radii, (voxel, voxel)))
     written += [scatter_path, scatter_path.with_suffix(".a00")]
@@ -272,6 +339,12 @@ def main(argv=None) -> int:
             simulate_files(args)
         elif args.command == "reconstruct":
             reconstruct(args)
+        elif args.command == "collimators":
+            from ._collimators import format_collimator_table
+
+            _positive("--energy", args.energy)
+            print(f"parallel-hole collimators (system FWHM at 100 mm at {args.energy:g} keV; see jaxspect._collimators)")
+            print(format_collimator_table(args.energy))
     except UsageError as e:
         parser.exit(2, f"jaxspect: error: {e}\n")
     except ImportError as e:

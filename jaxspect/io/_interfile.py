@@ -240,13 +240,14 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
-def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
+def write_interfile(path, data: ProjectionData, *, cor: bool = False, extra_keys: dict | None = None) -> Path:
     """Write ``data`` as SIMIND/Interfile: a header ``path`` (``.h00``) and float32
     little-endian raw data beside it (same stem, ``.a00``).
 
     Angles must be equally spaced. Radii go into the header (``Radius := r`` for a circular
     orbit, ``radii := {...}`` otherwise, mm); with ``cor=True`` a SIMIND ``.cor`` file (cm, one
-    per line) is written as well. The photopeak window's limits are written if known.
+    per line) is written as well. The photopeak window's limits are written if known;
+    ``extra_keys`` (``{key: value}``) are written as further ``key := value`` lines.
 
     Returns the path of the data file.
     """
@@ -293,6 +294,8 @@ def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
             lines += ["orbit := circular", f"Radius := {_fmt(data.radii[0])}"]
         else:
             lines += ["orbit := non-circular", "radii := {" + ", ".join(_fmt(r) for r in data.radii) + "}"]
+    for key, value in (extra_keys or {}).items():
+        lines.append(f"{key} := {value}")
     lines.append("!END OF INTERFILE :=")
     path.parent.mkdir(parents=True, exist_ok=True)
     views_to_frames(data.counts).astype("<f4").tofile(data_path)

@@ -95,6 +95,12 @@ class ProjectionData:
         return self.counts.shape[2]
 
     @property
+    def photopeak_kev(self) -> float | None:
+        """Centre of the photopeak window (keV) where the file gives its limits, else ``None``."""
+        limits = self.window_ranges_kev.get(self.photopeak) if self.photopeak is not None else None
+        return None if limits is None else 0.5 * (float(limits[0]) + float(limits[1]))
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """The reconstruction grid these projections imply: ``(nx, nx, nz)``."""
         nx, nz, _ = self.counts.shape
