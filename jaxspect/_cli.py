@@ -48,8 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00) or DICOM NM (.dcm) projections")
     rec.add_argument("projections", help="Interfile header (.h00/.hdr) or DICOM NM file (.dcm)")
-    rec.add_argument("--output", required=True, help="reconstructed image, NIfTI (.nii or .nii.gz)")
+    rec.add_argument("--output", required=True, help="reconstructed image: NIfTI (.nii or .nii.gz), or a folder "
+                     "with --format dicom")
+    rec.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
+                     help="output format: NIfTI file (default) or a DICOM NM volume in the --output folder; both "
+                     "in the scanner coordinates of the projections")
     rec.add_argument("--mumap", help="attenuation map, NIfTI on the reconstruction grid (nx, nx, nz)")
+    rec.add_argument("--ct", help="DICOM CT series folder: converted to an attenuation map at the photopeak energy "
+                     "(bilinear HU model) and resampled onto the SPECT grid in patient coordinates")
+    rec.add_argument("--kvp", type=float, help="CT tube voltage, kVp, when the CT series lacks KVP (0018,0060)")
     rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default="per_mm",
                      help="units of --mumap values: 1/mm (default) or 1/cm")
     rec.add_argument("--algorithm", choices=("osem", "mlem"), default="osem")
@@ -121,6 +128,29 @@ def _photopeak_kev(args, data) -> float:
     return energy
 
 
+def _ct_mumap(args, data):
+    """--ct: the CT series as mu (1/mm) on the projections' grid, in patient coordinates."""
+    from . import io as jio
+
+    if data.centre_mm is None:
+        raise UsageError(f"--ct needs the patient position of the SPECT grid, which {args.projections} does not give "
+                         "(DICOM NM: ImagePositionPatient/ImageOrientationPatient (0020,0032/0037) in the Detector "
+                         "Information Sequence); pass an attenuation map on the SPECT grid with --mumap instead")
+    energy = _photopeak_kev(args, data)
+    if args.kvp is not None:
+        _positive("--kvp", args.kvp)
+    if not Path(args.ct).exists():
+        raise UsageError(f"--ct folder not found: {args.ct}")
+    try:
+        mumap = jio.ct_to_mumap(args.ct, energy, data.image_shape, data.image_affine, kvp=args.kvp)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        message = str(e).replace("pass kvp= (--kvp)", "pass --kvp")
+        raise UsageError(f"--ct {args.ct}: {message}") from None
+    print(f"jaxspect: attenuation map from CT {args.ct} at {energy:.4g} keV: mu up to {float(mumap.max()):.4g} /mm "
+          f"on the SPECT grid {data.image_shape}", flush=True)
+    return mumap
+
+
 def _gaussian_psf(args, data):
     """The Gaussian PSF from --collimator, --fwhm0/--slope, or the projection file; never assumed."""
     from . import io as jio
@@ -180,8 +210,14 @@ def reconstruct(args) -> Path:
 
     model = _load_unrolled(args.model) if args.model else None
     output = Path(args.output)
-    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
-        raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output}")
+    is_nifti = output.name.endswith(".nii") or output.name.endswith(".nii.gz")
+    if args.format == "nifti" and not is_nifti:
+        raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output} (or pass --format dicom "
+                         "and a folder)")
+    if args.format == "dicom" and (is_nifti or output.is_file()):
+        raise UsageError(f"--format dicom writes into a folder; --output {output} is a file name")
+    if args.ct and args.mumap:
+        raise UsageError("give either --ct (a CT series) or --mumap (an attenuation map), not both")
     _positive("--iterations", args.iterations, int)
     if args.algorithm == "osem":
         _positive("--subsets", args.subsets, int)
@@ -237,6 +273,9 @@ def reconstruct(args) -> Path:
             raise UsageError(f"--mumap {args.mumap} reaches {mumap.max():.3g} per mm, beyond any body tissue "
                              "(bone at 70 keV is about 0.05/mm): wrong --mumap-units, or a CT in HU?")
 
+    if args.ct:
+        mumap = _ct_mumap(args, data)
+
     if args.psf == "gaussian":
         psf = _gaussian_psf(args, data)
     else:
@@ -268,8 +307,14 @@ def reconstruct(args) -> Path:
               f"from the {args.algorithm} image", flush=True)
         image = model(image, projector, y, r)
     image = np.asarray(image)
-    jio.write_nifti(output, image, voxel_size)
-    print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, counts-domain activity)")
+    units, description = "CNTS", "counts-domain activity"
+    if args.format == "dicom":
+        output = jio.write_dicom_volume(output, image, data.image_affine, units=units, reference=data.metadata,
+                                        corrections=("ATTN",) if mumap is not None else ())
+    else:
+        jio.write_nifti(output, image, voxel_size, affine=data.image_affine, description=f"jaxspect {units}")
+    where = "the patient origin" if data.centre_mm is None else f"patient ({', '.join(f'{v:.1f}' for v in data.centre_mm)}) mm"
+    print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, {description}, grid centre at {where})")
     return output
 
 

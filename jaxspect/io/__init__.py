@@ -1,4 +1,5 @@
-"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes.
+"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes,
+DICOM CT series (-> attenuation maps on the SPECT grid) and DICOM volumes in scanner coordinates.
 
 Everything returned is in jaxspect's layout and units: projections ``(nx, nz, nview)`` in
 counts, angles in radians in jaxspect's convention, radii and pixel sizes in mm, volumes
@@ -9,7 +10,16 @@ only by the functions that use them (``pip install "jaxspect[io]"``).
 
 from pathlib import Path
 
+from ._affine import grid_affine as grid_affine
+from ._ct import (
+    DicomVolume as DicomVolume,
+    ct_to_mumap as ct_to_mumap,
+    hu_to_mu as hu_to_mu,
+    read_dicom_volume as read_dicom_volume,
+    resample_to_grid as resample_to_grid,
+)
 from ._dicom import read_dicom_projections as read_dicom_projections
+from ._dicom_write import write_dicom_volume as write_dicom_volume
 from ._interfile import (
     parse_interfile_header as parse_interfile_header,
     read_cor as read_cor,
