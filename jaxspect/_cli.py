@@ -77,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--model", help="trained unrolled EM (jaxspect.save_model file), run from the OSEM/ML-EM image "
                      "(its warm start: use --iterations 16 --subsets 4 as in training)")
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
+    quant = rec.add_argument_group("quantification (images in Bq/mL)")
+    quant.add_argument("--sensitivity", type=float, help="calibration factor: planar sensitivity, counts/s per MBq")
+    quant.add_argument("--calibration", help="calibration acquisition instead of --sensitivity: projections of a "
+                       "point source in air (Interfile/DICOM) of --calibration-activity MBq")
+    quant.add_argument("--calibration-activity", type=float, help="activity of the --calibration source, MBq")
+    quant.add_argument("--calibration-time-per-view", type=float, help="seconds per view of --calibration when its "
+                       "file does not record it")
+    quant.add_argument("--time-per-view", type=float, help="acquisition time per view, s (default: from the file)")
+    quant.add_argument("--decay-to", help="decay-correct to this time: 'injection' (from the DICOM file) or "
+                       "YYYY-MM-DDTHH:MM:SS")
+    quant.add_argument("--half-life-h", type=float, help="radionuclide half-life, hours (default: from the DICOM file)")
 
     col = sub.add_parser("collimators", help="list the parallel-hole collimators --collimator knows")
     col.add_argument("--energy", type=float, default=140.5, help="photon energy for the FWHM column, keV (default 140.5)")
@@ -126,6 +137,87 @@ def _photopeak_kev(args, data) -> float:
         raise UsageError(f"the photopeak energy is not recorded in {args.projections} (no energy window limits): "
                          "pass --energy KEV")
     return energy
+
+
+def _time_per_view(path, data, override, option) -> float:
+    """Seconds per view: ``override``, else the file's (DICOM ActualFrameDuration, Interfile
+    'time per projection (sec)' / 'image duration (sec)'); a UsageError naming ``option`` if none."""
+    from . import io as jio
+
+    if override is not None:
+        _positive(option, override)
+        return float(override)
+    if "frame_duration_s" in data.metadata:
+        return float(data.metadata["frame_duration_s"])
+    if Path(path).suffix.lower() in jio.INTERFILE_SUFFIXES:
+        header = jio.parse_interfile_header(path)
+        for key in ("time per projection (sec)", "image duration (sec)"):
+            if key in header:
+                try:
+                    return float(header[key])
+                except ValueError:
+                    raise UsageError(f"{path}: '{key} := {header[key]}' is not a number") from None
+    raise UsageError(f"the time per view is not recorded in {path} (DICOM ActualFrameDuration (0018,1242), Interfile "
+                     f"'time per projection (sec)'): pass {option} S")
+
+
+def _quantify(args, data, image):
+    """(image, DICOM unit, description): Bq/mL when calibrated, else counts."""
+    import datetime
+
+    import numpy as np
+
+    from ._quantification import activity_concentration, decay_factor, sensitivity_from_point_source
+
+    calibrated = args.sensitivity is not None or args.calibration is not None
+    if not calibrated:
+        if args.decay_to or args.time_per_view is not None or args.calibration_activity is not None:
+            raise UsageError("--time-per-view, --decay-to and --calibration-activity need a calibration: "
+                             "--sensitivity CPS_PER_MBQ or --calibration FILE")
+        return image, "CNTS", "counts-domain activity (no calibration given)"
+    if args.sensitivity is not None and args.calibration is not None:
+        raise UsageError("give either --sensitivity or --calibration, not both")
+    if args.sensitivity is not None:
+        _positive("--sensitivity", args.sensitivity)
+        sensitivity, source = float(args.sensitivity), "--sensitivity"
+    else:
+        if args.calibration_activity is None:
+            raise UsageError("--calibration needs --calibration-activity MBQ (the source's activity)")
+        _positive("--calibration-activity", args.calibration_activity)
+        calibration = _read(args.calibration, "calibration")
+        seconds = _time_per_view(args.calibration, calibration, args.calibration_time_per_view,
+                                 "--calibration-time-per-view")
+        sensitivity = sensitivity_from_point_source(calibration.counts, args.calibration_activity, seconds)
+        source = f"point source {args.calibration} ({args.calibration_activity:g} MBq, {seconds:g} s per view)"
+    seconds = _time_per_view(args.projections, data, args.time_per_view, "--time-per-view")
+    decay, decay_text = 1.0, ""
+    if args.decay_to:
+        half_life = args.half_life_h * 3600.0 if args.half_life_h is not None else data.metadata.get("half_life_s")
+        if half_life is None:
+            raise UsageError(f"--decay-to needs the half-life, which {args.projections} does not give "
+                             "(RadionuclideHalfLife (0018,1075)): pass --half-life-h H")
+        _positive("--half-life-h", half_life)
+        start = data.metadata.get("acquisition_datetime")
+        if start is None:
+            raise UsageError(f"--decay-to needs the acquisition start, which {args.projections} does not give "
+                             "(AcquisitionDate/AcquisitionTime (0008,0022/0032))")
+        if args.decay_to == "injection":
+            reference = data.metadata.get("injection_datetime")
+            if reference is None:
+                raise UsageError(f"--decay-to injection: {args.projections} lacks RadiopharmaceuticalStartDateTime "
+                                 "(0018,1078); pass the time as YYYY-MM-DDTHH:MM:SS")
+        else:
+            try:
+                reference = datetime.datetime.fromisoformat(args.decay_to)
+            except ValueError:
+                raise UsageError(f"--decay-to must be 'injection' or YYYY-MM-DDTHH:MM:SS, got {args.decay_to!r}") from None
+        duration = data.metadata.get("acquisition_duration_s", seconds * data.nview)
+        decay = decay_factor(half_life, start, duration, reference)
+        decay_text = f", decay-corrected to {reference.isoformat()} (x{decay:.4g})"
+    print(f"jaxspect: calibration {sensitivity:.4g} cps/MBq from {source}; {seconds:g} s per view{decay_text}",
+          flush=True)
+    image = activity_concentration(image, data.voxel_size_mm, sensitivity, seconds, decay=decay).astype(np.float32)
+    return image, "BQML", "activity concentration in Bq/mL"
 
 
 def _ct_mumap(args, data):
@@ -307,12 +399,15 @@ def reconstruct(args) -> Path:
               f"from the {args.algorithm} image", flush=True)
         image = model(image, projector, y, r)
     image = np.asarray(image)
-    units, description = "CNTS", "counts-domain activity"
+    image, units, description = _quantify(args, data, image)
     if args.format == "dicom":
+        corrections = ("ATTN",) if mumap is not None else ()
+        corrections += ("DECY",) if args.decay_to else ()
         output = jio.write_dicom_volume(output, image, data.image_affine, units=units, reference=data.metadata,
-                                        corrections=("ATTN",) if mumap is not None else ())
+                                        corrections=corrections)
     else:
-        jio.write_nifti(output, image, voxel_size, affine=data.image_affine, description=f"jaxspect {units}")
+        jio.write_nifti(output, image, voxel_size, affine=data.image_affine,
+                        description=f"jaxspect {'Bq/mL' if units == 'BQML' else 'counts'} ({units})")
     where = "the patient origin" if data.centre_mm is None else f"patient ({', '.join(f'{v:.1f}' for v in data.centre_mm)}) mm"
     print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, {description}, grid centre at {where})")
     return output

@@ -7,7 +7,8 @@
   ``StudyID``, ``AccessionNumber``, ``Manufacturer``: copied into outputs;
 - ``frame_duration_s``: Actual Frame Duration (0018,1242), ms in the file, per view in
   seconds; from the Rotation Information Sequence (0054,0052) of an NM TOMO file, else the
-  dataset's own;
+  dataset's own; ``acquisition_duration_s``: that times Number of Frames in Rotation
+  (0054,0053) (the heads acquire at once);
 - ``acquisition_datetime``: Acquisition Date/Time (0008,0022/0032), else Series Date/Time, as
   a :class:`datetime.datetime`;
 - ``half_life_s``: Radionuclide Half Life (0018,1075) of the Radiopharmaceutical Information
@@ -58,6 +59,9 @@ def dicom_metadata(ds) -> dict:
         duration = getattr(ds, "ActualFrameDuration", None)
     if duration not in (None, ""):
         meta["frame_duration_s"] = float(duration) / 1000.0
+        frames = getattr(rotations[0], "NumberOfFramesInRotation", None) if rotations else None
+        if frames not in (None, ""):
+            meta["acquisition_duration_s"] = meta["frame_duration_s"] * int(frames)
     when = parse_dicom_datetime(getattr(ds, "AcquisitionDate", None), getattr(ds, "AcquisitionTime", None))
     if when is None:
         when = parse_dicom_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None))
