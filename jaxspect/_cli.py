@@ -7,6 +7,7 @@ units) print ``jaxspect: error: ...`` on stderr and exit with status 2, without 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def _photopeak_kev(args, data) -> float:
     if args.energy is not None:
         _positive("--energy", args.energy)
         return float(args.energy)
-    energy = data.photopeak_kev
+    energy = data.metadata.get("photon_energy_kev", data.photopeak_kev)
     if energy is None:
         raise UsageError(f"the photopeak energy is not recorded in {args.projections} (no energy window limits): "
                          "pass --energy KEV")
@@ -271,6 +272,20 @@ def _gaussian_psf(args, data):
               f"Gaussian PSF fwhm0 {float(psf.fwhm0):.3g} mm, slope {float(psf.slope):.4g}", flush=True)
         return psf
     fwhm0, slope, source = args.fwhm0, args.slope, "--fwhm0/--slope"
+    named = jio.simind_collimator(data.metadata) if not given else None
+    if named is not None:
+        energy = _photopeak_kev(args, data)
+        intrinsic = data.metadata.get("intrinsic_fwhm_mm")
+        intrinsic = None if intrinsic is None else intrinsic * (140.0 / energy) ** 0.5
+        try:
+            psf = named.psf(energy, intrinsic_fwhm_mm=intrinsic,
+                            distance_range_mm=psf_distance_range(data.radii, data.image_shape, data.voxel_size_mm))
+        except ValueError as e:
+            raise UsageError(f"{args.projections}: collimator {named.name}: {e}") from None
+        print(f"jaxspect: collimator {named.name} at {energy:.4g} keV, intrinsic FWHM "
+              f"{'default' if intrinsic is None else f'{intrinsic:.3g} mm'}, as named in {args.projections}: "
+              f"Gaussian PSF fwhm0 {float(psf.fwhm0):.3g} mm, slope {float(psf.slope):.4g}", flush=True)
+        return psf
     if not given and Path(args.projections).suffix.lower() in jio.INTERFILE_SUFFIXES:
         header = jio.parse_interfile_header(args.projections)
         if PSF_FWHM0_KEY in header and PSF_SLOPE_KEY in header:
@@ -325,14 +340,20 @@ def reconstruct(args) -> Path:
         if args.cor:
             raise UsageError("--cor applies to Interfile projections only")
     elif suffix in jio.INTERFILE_SUFFIXES:
-        if args.scatter != "none":
-            raise UsageError(f"--scatter {args.scatter} needs the energy windows of a DICOM file; "
-                             "for Interfile pass the scatter estimate with --background")
+        simind = Path(args.projections).is_file() and jio.is_simind_header(args.projections)
+        if simind:
+            kwargs["scatter"] = args.scatter
+            if args.window is not None:
+                kwargs["window"] = args.window
+        elif args.scatter != "none" or args.window is not None:
+            raise UsageError(f"--scatter/--window need energy windows (DICOM, or SIMIND's _w1/_w2/_w3 files); "
+                             f"{args.projections} has one: pass the scatter estimate with --background")
         if args.cor:
             kwargs["cor"] = args.cor
     data = _read(args.projections, "projections", **kwargs)
     if suffix in jio.INTERFILE_SUFFIXES and args.radius is not None:
-        data = jio.ProjectionData(data.counts, data.angles, args.radius, data.pixel_size_mm)
+        _positive("--radius", args.radius)
+        data = dataclasses.replace(data, radii=args.radius)
     if not np.all(np.isfinite(data.counts)) or np.any(data.counts < 0):
         raise UsageError(f"projections {args.projections}: counts must be finite and non-negative")
 

@@ -28,6 +28,12 @@ from ._interfile import (
 )
 from ._nifti import read_nifti as read_nifti, write_nifti as write_nifti
 from ._projections import ProjectionData as ProjectionData
+from ._simind import (
+    is_simind_header as is_simind_header,
+    parse_simind_comments as parse_simind_comments,
+    read_simind as read_simind,
+    simind_collimator as simind_collimator,
+)
 from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
 
 INTERFILE_SUFFIXES = (".h00", ".hdr", ".h33")
@@ -36,12 +42,13 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 
 def read_projections(path, **kwargs) -> ProjectionData:
     """Read projections by file extension: Interfile header (``.h00``, ``.hdr``, ``.h33``) with
-    :func:`read_interfile`, DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
+    :func:`read_simind` when SIMIND wrote it (all its energy windows), else
+    :func:`read_interfile`; DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
     ``kwargs`` go to that reader."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in INTERFILE_SUFFIXES:
-        return read_interfile(path, **kwargs)
+        return read_simind(path, **kwargs) if is_simind_header(path) else read_interfile(path, **kwargs)
     if suffix in DICOM_SUFFIXES:
         return read_dicom_projections(path, **kwargs)
     raise ValueError(

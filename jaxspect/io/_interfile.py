@@ -203,6 +203,9 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None)
 
     data_name = _get(header, "name of data file", path, str, required=True)
     data_path = Path(data_name) if os.path.isabs(data_name) else path.parent / data_name
+    if not data_path.is_file():  # a path on the machine that wrote it (SIMIND: C:\...\x.a00): look beside the header
+        beside = path.parent / re.split(r"[\\/]", data_name)[-1]
+        data_path = beside if beside.is_file() else data_path
     if not data_path.is_file():
         raise FileNotFoundError(f"data file {data_path} named in Interfile header {path} not found")
     expected = nx * nz * nview
