@@ -346,7 +346,8 @@ def reconstruct(args) -> Path:
             if args.window is not None:
                 kwargs["window"] = args.window
         elif args.scatter != "none" or args.window is not None:
-            raise UsageError(f"--scatter/--window need energy windows (DICOM, or SIMIND's _w1/_w2/_w3 files); "
+            option = f"--scatter {args.scatter}" if args.scatter != "none" else "--window"
+            raise UsageError(f"{option} needs the energy windows of a DICOM file or of SIMIND's _w1/_w2/_w3 files; "
                              f"{args.projections} has one: pass the scatter estimate with --background")
         if args.cor:
             kwargs["cor"] = args.cor
