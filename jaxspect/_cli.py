@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                        "YYYY-MM-DDTHH:MM:SS")
     quant.add_argument("--half-life-h", type=float, help="radionuclide half-life, hours (default: from the DICOM file)")
 
+    beds = sub.add_parser("stitch", help="stitch per-bed reconstructions (scanner coordinates) along z, "
+                          "overlaps blended by linear weights")
+    beds.add_argument("beds", nargs="+", help="reconstructed beds: NIfTI files or DICOM volumes (.dcm or the "
+                      "folder --format dicom wrote)")
+    beds.add_argument("--output", required=True, help="stitched volume: NIfTI (.nii/.nii.gz) or a folder with --format dicom")
+    beds.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
+
     col = sub.add_parser("collimators", help="list the parallel-hole collimators --collimator knows")
     col.add_argument("--energy", type=float, default=140.5, help="photon energy for the FWHM column, keV (default 140.5)")
     return parser
@@ -435,6 +442,58 @@ def reconstruct(args) -> Path:
     return output
 
 
+def _read_bed(path):
+    """(volume, LPS affine, unit, DICOM metadata) of one reconstructed bed."""
+    import numpy as np
+
+    from . import io as jio
+
+    path = Path(path)
+    if path.is_dir() and (path / "recon.dcm").is_file():
+        path = path / "recon.dcm"
+    if not path.exists():
+        raise UsageError(f"bed file not found: {path}")
+    try:
+        if path.name.endswith(".nii") or path.name.endswith(".nii.gz"):
+            import nibabel
+
+            image = nibabel.load(str(path))
+            lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.affine
+            descrip = image.header["descrip"].tobytes().decode("ascii", "replace")
+            unit = "BQML" if "BQML" in descrip else "CNTS" if "CNTS" in descrip else None
+            return np.asarray(image.dataobj, np.float32), lps, unit, {}
+        volume = jio.read_dicom_volume(path)
+        return volume.array, volume.affine, volume.metadata.get("Units"), volume.metadata
+    except (ValueError, OSError, ImportError) as e:
+        raise UsageError(f"bed {path}: {e}") from None
+
+
+def stitch(args) -> Path:
+    from . import io as jio
+    from ._beds import stitch_beds
+
+    beds = [_read_bed(p) for p in args.beds]
+    units = {b[2] for b in beds}
+    if len(units) > 1:
+        raise UsageError(f"the beds are in different units {sorted(map(str, units))}: reconstruct them alike")
+    try:
+        volume, affine = stitch_beds([b[0] for b in beds], [b[1] for b in beds])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    unit = units.pop() or "CNTS"
+    output = Path(args.output)
+    voxel = tuple(float(v) for v in abs(affine[[0, 1, 2], [0, 1, 2]]))
+    if args.format == "dicom":
+        output = jio.write_dicom_volume(output, volume, affine, units=unit, reference=beds[0][3],
+                                        series_description="jaxspect stitched beds")
+    else:
+        if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
+            raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output} (or pass --format dicom)")
+        jio.write_nifti(output, volume, voxel, affine=affine, description=f"jaxspect stitched ({unit})")
+    print(f"jaxspect: stitched {len(beds)} beds into {output} ({volume.shape}, {unit})")
+    return output
+
+
 def simulate_files(args) -> list[Path]:
     import jax
     import jax.numpy as jnp
@@ -501,6 +560,8 @@ def main(argv=None) -> int:
             simulate_files(args)
         elif args.command == "reconstruct":
             reconstruct(args)
+        elif args.command == "stitch":
+            stitch(args)
         elif args.command == "collimators":
             from ._collimators import format_collimator_table
 
