@@ -22,6 +22,13 @@ from ._psf import (
     GaussianPSF as GaussianPSF,
     gaussian_psf_array as gaussian_psf_array,
 )
+from ._beds import stitch_beds as stitch_beds
+from ._quantification import (
+    activity_concentration as activity_concentration,
+    decay_factor as decay_factor,
+    sensitivity_from_point_source as sensitivity_from_point_source,
+    sensitivity_from_reconstruction as sensitivity_from_reconstruction,
+)
 from ._serialization import load_model as load_model, save_model as save_model
 from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint
 from ._simulate import SimulatedData as SimulatedData, simulate as simulate

@@ -268,3 +268,35 @@ def test_cli_ct_errors(spect_ct, tmp_path, capsys):
           "--ct needs the patient position", "ImagePositionPatient")
     fails(["reconstruct", str(folder / "nm.dcm"), "--output", str(tmp_path / "x.nii"), "--format", "dicom",
            "--collimator", "sy-lehr"], "--format dicom writes into a folder")
+
+
+def test_write_dicom_projections_and_ct_round_trip(tmp_path):
+    import datetime
+
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(50.0, (N, NZ, 12)).astype(np.float32)
+    angles = np.deg2rad(15.0 + 30.0 * np.arange(12))  # the reader sorts views by angle in [0, 360)
+    radii = 150.0 + np.arange(12)
+    data = jio.ProjectionData(counts, angles, radii, (VOXEL, 4.0), window_ranges_kev={"p": (187.2, 228.8)},
+                              windows={"p": counts}, photopeak="p")
+    injected = datetime.datetime(2026, 5, 4, 9, 30, 0)
+    jio.write_dicom_projections(tmp_path / "nm.dcm", data, centre_mm=CENTRE, frame_duration_s=25.0,
+                                reference={"PatientID": "P7"}, half_life_s=574300.0, injection_datetime=injected,
+                                acquisition_datetime=injected + datetime.timedelta(hours=24))
+    back = jio.read_dicom_projections(tmp_path / "nm.dcm")
+    np.testing.assert_allclose(back.counts, counts, atol=counts.max() / 65535)
+    np.testing.assert_allclose(np.rad2deg(back.angles), np.rad2deg(angles), atol=1e-9)
+    np.testing.assert_allclose(back.radii, radii)
+    np.testing.assert_allclose(back.centre_mm, CENTRE, atol=1e-9)
+    assert back.pixel_size_mm == (VOXEL, 4.0) and back.photopeak_kev == pytest.approx(208.0)
+    meta = back.metadata
+    assert meta["frame_duration_s"] == 25.0 and meta["acquisition_duration_s"] == 300.0
+    assert meta["half_life_s"] == 574300.0 and meta["injection_datetime"] == injected and meta["PatientID"] == "P7"
+    # CT series written by jaxspect, read back, shares the SPECT series' study and frame of reference
+    affine = jio.grid_affine((5, 4, 3), (2.0, 2.5, 3.0), (1.0, 2.0, 3.0))
+    hu = rng.integers(-1000, 1500, (5, 4, 3)).astype(np.float64)
+    jio.write_dicom_ct(tmp_path / "ct", hu, affine, kvp=100.0, reference=meta)
+    ct = jio.read_dicom_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(ct.array, hu)
+    np.testing.assert_allclose(ct.affine, affine)
+    assert ct.kvp == 100.0 and ct.metadata["StudyInstanceUID"] == meta["StudyInstanceUID"]

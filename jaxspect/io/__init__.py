@@ -19,7 +19,11 @@ from ._ct import (
     resample_to_grid as resample_to_grid,
 )
 from ._dicom import read_dicom_projections as read_dicom_projections
-from ._dicom_write import write_dicom_volume as write_dicom_volume
+from ._dicom_write import (
+    write_dicom_ct as write_dicom_ct,
+    write_dicom_projections as write_dicom_projections,
+    write_dicom_volume as write_dicom_volume,
+)
 from ._interfile import (
     parse_interfile_header as parse_interfile_header,
     read_cor as read_cor,

@@ -118,3 +118,136 @@ def write_dicom_volume(folder, volume, affine, *, units: str = "CNTS", reference
     ds.PixelData = frames.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _dataset(sop_class, modality, reference):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    for keyword in COPIED_KEYWORDS:
+        if keyword in reference and keyword != "SeriesInstanceUID":
+            setattr(ds, keyword, reference[keyword])
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        if keyword not in ds:
+            setattr(ds, keyword, generate_uid())
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    return ds
+
+
+def write_dicom_ct(folder, hu, affine, *, kvp: float = 120.0, reference: dict | None = None) -> list[Path]:
+    """Write a CT series, one file per slice: ``hu[a, b, c]`` (Hounsfield units) is pixel
+    ``(row b, column a)`` of slice ``c``, and ``affine`` maps ``(a, b, c)`` to patient LPS mm
+    (orthogonal axes). Stored as ``HU + 1024`` in unsigned 16 bits (Rescale Intercept -1024).
+    ``reference``: Study/Frame of Reference UIDs and patient identifiers to share with a SPECT
+    series. Returns the files written."""
+    hu = np.asarray(hu, np.float64)
+    affine = np.asarray(affine, np.float64)
+    if hu.ndim != 3 or affine.shape != (4, 4):
+        raise ValueError(f"hu must be 3-D and affine 4x4, got {hu.shape} and {affine.shape}")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    row_dir, col_dir = affine[:3, 0] / spacing[0], affine[:3, 1] / spacing[1]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = dict(reference or {})
+    series = None
+    paths = []
+    for c in range(hu.shape[2]):
+        ds = _dataset("1.2.840.10008.5.1.4.1.1.2", "CT", reference)
+        series = series or ds.SeriesInstanceUID
+        ds.SeriesInstanceUID = series
+        reference.setdefault("StudyInstanceUID", ds.StudyInstanceUID)
+        reference.setdefault("FrameOfReferenceUID", ds.FrameOfReferenceUID)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.KVP, ds.InstanceNumber = float(kvp), c + 1
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.SliceThickness = float(spacing[2])
+        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [float(v) for v in affine[:3, :] @ np.array([0.0, 0.0, c, 1.0])]
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1.0, -1024.0, "HU"
+        ds.PixelData = np.clip(np.round(hu[:, :, c].T + 1024), 0, 65535).astype("<u2").tobytes()
+        path = folder / f"ct_{c + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def write_dicom_projections(path, data, *, centre_mm=(0.0, 0.0, 0.0), frame_duration_s: float | None = None,
+                            reference: dict | None = None, energy_window_kev=None, half_life_s: float | None = None,
+                            injection_datetime=None, acquisition_datetime=None) -> Path:
+    """Write projections (a :class:`jaxspect.io.ProjectionData`, equally spaced angles) as a
+    one-head DICOM NM TOMO file that :func:`jaxspect.io.read_dicom_projections` reads back:
+    Rotation Information (start angle, step, direction, radial position per view, Actual Frame
+    Duration), the first frame's ImagePositionPatient/Orientation placing the grid centre at
+    ``centre_mm`` (:mod:`jaxspect.io._affine`), the energy window (``energy_window_kev =
+    (lower, upper)``), and the radiopharmaceutical's half-life and injection time when given.
+    Counts are stored as unsigned 16 bits with a Rescale Slope."""
+    import pydicom  # noqa: F401  (pydicom is needed; _dataset imports the parts it uses)
+    from pydicom.dataset import Dataset
+
+    from ._interfile import _uniform_angles
+    from ._projections import views_to_frames
+
+    reference = dict(reference or {})
+    counts = np.asarray(data.counts, np.float64)
+    nx, nz, nview = counts.shape
+    start, step, direction = _uniform_angles(np.rad2deg(data.angles))
+    ds = _dataset(NM_IMAGE_STORAGE, "NM", reference)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMO", "EMISSION"]
+    frames = views_to_frames(counts)
+    slope = float(frames.max()) / 65535.0 if frames.max() > 0 else 1.0
+    ds.Rows, ds.Columns, ds.NumberOfFrames = nz, nx, nview
+    dx, dz = data.pixel_size_mm
+    ds.PixelSpacing = [float(dz), float(dx)]
+    ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
+    ds.PixelData = np.round(frames / slope).astype("<u2").tobytes()
+    if energy_window_kev is None and data.photopeak in data.window_ranges_kev:
+        energy_window_kev = data.window_ranges_kev[data.photopeak]
+    if energy_window_kev is not None:
+        window, limits = Dataset(), Dataset()
+        limits.EnergyWindowLowerLimit, limits.EnergyWindowUpperLimit = (float(v) for v in energy_window_kev)
+        window.EnergyWindowRangeSequence, window.EnergyWindowName = [limits], "PEAK"
+        ds.EnergyWindowInformationSequence = [window]
+        ds.NumberOfEnergyWindows = 1
+    theta = np.deg2rad(start)
+    row_dir = np.array([np.cos(theta), -np.sin(theta), 0.0])  # bins along (cos, -sin) of (x, y)
+    col_dir = np.array([0.0, 0.0, -1.0])  # row 0 at the head
+    centre = np.asarray(centre_mm, np.float64)
+    detector = Dataset()
+    detector.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+    detector.ImagePositionPatient = [float(v) for v in centre - (nx - 1) / 2 * dx * row_dir - (nz - 1) / 2 * dz * col_dir]
+    detector.StartAngle = float(start)
+    if data.radii is not None:
+        detector.RadialPosition = [float(r) for r in data.radii]
+    ds.DetectorInformationSequence = [detector]
+    ds.NumberOfDetectors, ds.NumberOfRotations = 1, 1
+    rotation = Dataset()
+    rotation.StartAngle, rotation.AngularStep = float(start), float(step)
+    rotation.RotationDirection = "CC" if direction == "CCW" else "CW"
+    rotation.NumberOfFramesInRotation, rotation.ScanArc = nview, float(step * nview)
+    if frame_duration_s is not None:
+        rotation.ActualFrameDuration = int(round(float(frame_duration_s) * 1000))
+    ds.RotationInformationSequence = [rotation]
+    if acquisition_datetime is not None:
+        ds.AcquisitionDate = acquisition_datetime.strftime("%Y%m%d")
+        ds.AcquisitionTime = acquisition_datetime.strftime("%H%M%S")
+    if half_life_s is not None or injection_datetime is not None:
+        item = Dataset()
+        if half_life_s is not None:
+            item.RadionuclideHalfLife = float(half_life_s)
+        if injection_datetime is not None:
+            item.RadiopharmaceuticalStartDateTime = injection_datetime.strftime("%Y%m%d%H%M%S")
+        ds.RadiopharmaceuticalInformationSequence = [item]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
