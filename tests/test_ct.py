@@ -94,12 +94,18 @@ def test_read_series_and_average_over_spect_voxels(tmp_path):
     np.testing.assert_allclose(volume.affine, affine, atol=1e-9)
     np.testing.assert_allclose(volume.array, np.round(field + 1024) - 1024, atol=1e-4)
     assert volume.kvp == 120.0 and volume.metadata["FrameOfReferenceUID"] == FRAME
-    # SPECT grid of 6 mm voxels inside the CT: the voxel average of a linear field is its centre value
-    grid = jio.grid_affine((4, 4, 3), (6.0, 6.0, 6.0), (5.0, 0.0, 90.0))
+    # SPECT grid of 6 mm voxels inside the CT whose voxel boundaries fall on CT voxel boundaries:
+    # the average of a linear field over a SPECT voxel is its centre value
+    grid = jio.grid_affine((4, 4, 3), (6.0, 6.0, 6.0), (22.75, -3.75, 90.0))
     out = jio.resample_to_grid(volume.array, volume.affine, (4, 4, 3), grid)
     i, j, k = np.meshgrid(np.arange(4), np.arange(4), np.arange(3), indexing="ij")
     cx, cy, cz = (grid[r, 0] * i + grid[r, 1] * j + grid[r, 2] * k + grid[r, 3] for r in range(3))
-    np.testing.assert_allclose(out, 2.0 * cx - 1.0 * cy + 0.5 * cz, atol=0.6)  # CT values rounded to 1 HU
+    np.testing.assert_allclose(out, 2.0 * cx - 1.0 * cy + 0.5 * cz, atol=0.5 + 1e-3)  # CT values rounded to 1 HU
+    # the footprint: a CT voxel contributes to the SPECT voxels it overlaps, no others
+    spot = np.zeros(shape)
+    spot[19, 10, 19] = 1.0  # CT voxel x 10.75..12.25, y -15.75..-14.25, z 81..83: inside SPECT voxel (0, 0, 0)
+    moved = jio.resample_to_grid(spot, affine, (4, 4, 3), grid)
+    assert np.count_nonzero(moved) == 1 and moved[0, 0, 0] == pytest.approx(1 / (4 * 4 * 3))
     # a step edge through the middle of a SPECT voxel: the average, not the nearest sample
     step = np.where(x < 5.0, 0.0, 1.0)
     edge = jio.resample_to_grid(step, affine, (1, 1, 1), jio.grid_affine((1, 1, 1), (6.0,) * 3, (5.0 - 0.75, 0.0, 90.0)))

@@ -45,11 +45,13 @@ it is refused. The kVp is the CT's KVP (0018,0060) unless given.
 
 Resampling (:func:`resample_to_grid`)
 -------------------------------------
-mu (not HU: attenuation is linear in mu) is averaged over each SPECT voxel: every voxel is
-sampled on an ``m_x x m_y x m_z`` sub-grid (``m`` = how many CT voxels the SPECT voxel spans
-along that axis, at least 1, at most 8), the CT is interpolated trilinearly at each sub-point
-from both series' patient geometry, and the samples are averaged. Points outside the CT are air
-(0).
+mu (not HU: attenuation is linear in mu) is averaged over each SPECT voxel, the CT being
+piecewise constant over its voxels: every SPECT voxel is sampled on an ``m_x x m_y x m_z``
+sub-grid (``m`` = twice the number of CT voxels the SPECT voxel spans along that axis, between 2
+and 12), each sub-point takes the value of the CT voxel it falls in (located from both series'
+patient geometry), and the samples are averaged: the overlap-weighted mean of the CT voxels
+(exact when the grids' voxel boundaries coincide). Nothing leaks beyond a SPECT voxel's own
+footprint, so the map's support is that of the CT body. Points outside the CT are air (0).
 """
 
 from __future__ import annotations
@@ -258,31 +260,26 @@ def read_dicom_volume(path, *, series_uid: str | None = None) -> DicomVolume:
                        None if kvp in (None, "") else float(kvp), _metadata(first))
 
 
-def _trilinear(volume, points):
-    """``volume`` (n0, n1, n2) at fractional indices ``points`` (..., 3); outside: 0."""
+def _piecewise_constant(volume, points):
+    """``volume`` (n0, n1, n2) at fractional indices ``points`` (..., 3): the value of the voxel
+    each point falls in; outside: 0."""
     shape = np.asarray(volume.shape)
-    base = np.floor(points).astype(np.int64)
-    frac = points - base
-    result = np.zeros(points.shape[:-1], np.float64)
-    for corner in range(8):
-        offset = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-        index = base + offset
-        weight = np.prod(np.where(offset == 1, frac, 1 - frac), axis=-1)
-        inside = np.all((index >= 0) & (index < shape), axis=-1)
-        clipped = np.clip(index, 0, shape - 1)
-        result += np.where(inside, weight * volume[clipped[..., 0], clipped[..., 1], clipped[..., 2]], 0.0)
-    return result
+    index = np.floor(points + 0.5).astype(np.int64)
+    inside = np.all((index >= 0) & (index < shape), axis=-1)
+    clipped = np.clip(index, 0, shape - 1)
+    return np.where(inside, volume[clipped[..., 0], clipped[..., 1], clipped[..., 2]], 0.0)
 
 
-def resample_to_grid(volume, affine, shape, grid_affine, *, max_samples: int = 8) -> np.ndarray:
-    """Average of the trilinear interpolant of ``volume`` (with ``affine``) over each voxel of the
-    grid ``shape`` with ``grid_affine`` (both affines map indices to the same patient mm).
-    Returns ``shape`` float32; outside ``volume``: 0."""
+def resample_to_grid(volume, affine, shape, grid_affine, *, max_samples: int = 12) -> np.ndarray:
+    """Overlap-weighted average of ``volume`` (piecewise constant over its voxels, with
+    ``affine``) over each voxel of the grid ``shape`` with ``grid_affine`` (both affines map
+    indices to the same patient mm); see the module docstring. Returns ``shape`` float32;
+    outside ``volume``: 0."""
     volume = np.asarray(volume, np.float64)
     to_source = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(grid_affine, np.float64)
     # CT voxels spanned by one grid voxel along each grid axis -> sub-samples per axis
     span = np.abs(to_source[:3, :3]).sum(axis=0)
-    m = np.clip(np.ceil(span - 1e-9).astype(int), 1, max_samples)
+    m = np.clip(np.ceil(2 * span - 1e-9).astype(int), 2, max_samples)
     subs = [(np.arange(n) + 0.5) / n - 0.5 for n in m]
     sub = np.stack(np.meshgrid(*subs, indexing="ij"), axis=-1).reshape(-1, 3)  # (S, 3) in grid voxels
     nx, ny, nz = shape
@@ -292,7 +289,7 @@ def resample_to_grid(volume, affine, shape, grid_affine, *, max_samples: int = 8
         centres = np.stack([i, j, np.full_like(i, k)], axis=-1).astype(np.float64)  # (nx, ny, 3)
         points = centres[:, :, None, :] + sub[None, None]  # (nx, ny, S, 3)
         source = points @ to_source[:3, :3].T + to_source[:3, 3]
-        out[:, :, k] = _trilinear(volume, source).mean(axis=-1)
+        out[:, :, k] = _piecewise_constant(volume, source).mean(axis=-1)
     return out
 
 
