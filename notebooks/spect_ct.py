@@ -130,13 +130,14 @@ def extent(affine, shape, a, b):
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 5))
 axes[0].imshow(ct.array[:, :, k_ct].T, cmap="gray", vmin=-300, vmax=400, extent=extent(ct.affine, ct.array.shape, 0, 1))
-axes[0].imshow(np.ma.masked_less(spect.array[:, :, k].T, 0.05 * spect.array.max()), cmap="hot", alpha=0.6,
+top = float(spect.array.max())
+axes[0].imshow(np.ma.masked_less(spect.array[:, :, k].T, 0.1 * top), cmap="hot", alpha=0.6, vmin=0, vmax=top,
                extent=extent(spect.affine, spect.array.shape, 0, 1))
 axes[0].set(title=f"axial z = {z:.0f} mm", xlabel="x (mm, patient left)", ylabel="y (mm, posterior)")
 j_ct = int(round((spect.affine[1, 3] + j * spect.affine[1, 1] - ct.affine[1, 3]) / ct.affine[1, 1]))
 axes[1].imshow(ct.array[:, j_ct, :].T, cmap="gray", vmin=-300, vmax=400, origin="lower",
                extent=(*extent(ct.affine, ct.array.shape, 0, 2)[:2], *sorted(extent(ct.affine, ct.array.shape, 0, 2)[2:])))
-axes[1].imshow(np.ma.masked_less(spect.array[:, j, :].T, 0.05 * spect.array.max()), cmap="hot", alpha=0.6,
+axes[1].imshow(np.ma.masked_less(spect.array[:, j, :].T, 0.1 * top), cmap="hot", alpha=0.6, vmin=0, vmax=top,
                origin="lower", extent=(*extent(spect.affine, spect.array.shape, 0, 2)[:2],
                                        *sorted(extent(spect.affine, spect.array.shape, 0, 2)[2:])))
 axes[1].set(title="coronal", xlabel="x (mm, patient left)", ylabel="z (mm, head up)")
