@@ -106,6 +106,16 @@ def test_read_series_and_average_over_spect_voxels(tmp_path):
     spot[19, 10, 19] = 1.0  # CT voxel x 10.75..12.25, y -15.75..-14.25, z 81..83: inside SPECT voxel (0, 0, 0)
     moved = jio.resample_to_grid(spot, affine, (4, 4, 3), grid)
     assert np.count_nonzero(moved) == 1 and moved[0, 0, 0] == pytest.approx(1 / (4 * 4 * 3))
+    # the sub-sampled path (for grids that are not parallel) agrees where both are exact
+    from jaxspect.io._ct import _resample_supersampled
+
+    to_source = np.linalg.inv(volume.affine) @ grid
+    np.testing.assert_allclose(_resample_supersampled(volume.array, to_source, (4, 4, 3), 12), out, rtol=1e-5, atol=1e-3)
+    # a CT whose rows run along y (axes swapped): same patient field, same averages
+    swapped = affine[:, [1, 0, 2, 3]]
+    write_ct(tmp_path / "swapped", np.transpose(field, (1, 0, 2)), swapped)
+    again = jio.read_dicom_volume(tmp_path / "swapped")
+    np.testing.assert_allclose(jio.resample_to_grid(again.array, again.affine, (4, 4, 3), grid), out, atol=1e-3)
     # a step edge through the middle of a SPECT voxel: the average, not the nearest sample
     step = np.where(x < 5.0, 0.0, 1.0)
     edge = jio.resample_to_grid(step, affine, (1, 1, 1), jio.grid_affine((1, 1, 1), (6.0,) * 3, (5.0 - 0.75, 0.0, 90.0)))

@@ -46,7 +46,9 @@ it is refused. The kVp is the CT's KVP (0018,0060) unless given.
 Resampling (:func:`resample_to_grid`)
 -------------------------------------
 mu (not HU: attenuation is linear in mu) is averaged over each SPECT voxel, the CT being
-piecewise constant over its voxels: every SPECT voxel is sampled on an ``m_x x m_y x m_z``
+piecewise constant over its voxels. When the two grids' axes are parallel (axial CT, any
+flips), this overlap-weighted mean is computed exactly, axis by axis (1-D overlap fractions,
+three matrix products). Otherwise every SPECT voxel is sampled on an ``m_x x m_y x m_z``
 sub-grid (``m`` = twice the number of CT voxels the SPECT voxel spans along that axis, between 2
 and 12), each sub-point takes the value of the CT voxel it falls in (located from both series'
 patient geometry), and the samples are averaged: the overlap-weighted mean of the CT voxels
@@ -249,6 +251,11 @@ def read_dicom_volume(path, *, series_uid: str | None = None) -> DicomVolume:
             raise ValueError(f"{path}: slices are unevenly spaced (ImagePositionPatient (0020,0032) steps "
                              f"{steps.min():.4g}-{steps.max():.4g} mm)")
         step = float(steps.mean())
+        offsets = np.asarray([positions[i] - positions[order[0]] for i in order])
+        off_normal = offsets - np.outer(offsets @ normal, normal)
+        if np.abs(off_normal).max() > 1e-2:
+            raise ValueError(f"{path}: slices are displaced across the slice normal (a tilted gantry, "
+                             f"GantryDetectorTilt (0018,1120)); resample the CT to untilted slices first")
     else:
         step = float(getattr(first, "SliceThickness", 1.0) or 1.0)
     volume = np.stack([_pixels(chosen[i][1], chosen[i][0]) for i in order], axis=0)  # (slices, rows, cols)
@@ -270,13 +277,39 @@ def _piecewise_constant(volume, points):
     return np.where(inside, volume[clipped[..., 0], clipped[..., 1], clipped[..., 2]], 0.0)
 
 
+def _overlap_weights(n_out, scale, offset, n_source):
+    """``(n_out, n_source)``: fraction of output voxel ``i`` (source-index interval
+    ``offset + scale * i -+ |scale| / 2``) covered by source voxel ``p`` (``p -+ 1/2``)."""
+    centre = offset + scale * np.arange(n_out)[:, None]
+    half = abs(scale) / 2
+    p = np.arange(n_source)[None, :]
+    overlap = np.minimum(centre + half, p + 0.5) - np.maximum(centre - half, p - 0.5)
+    return np.maximum(overlap, 0.0) / (2 * half)
+
+
 def resample_to_grid(volume, affine, shape, grid_affine, *, max_samples: int = 12) -> np.ndarray:
     """Overlap-weighted average of ``volume`` (piecewise constant over its voxels, with
     ``affine``) over each voxel of the grid ``shape`` with ``grid_affine`` (both affines map
     indices to the same patient mm); see the module docstring. Returns ``shape`` float32;
-    outside ``volume``: 0."""
-    volume = np.asarray(volume, np.float64)
+    outside ``volume``: 0.
+
+    When the two grids' axes are parallel (the usual axial CT and SPECT), the overlaps are
+    computed exactly, one axis at a time (three matrix products); otherwise each grid voxel is
+    sub-sampled (``max_samples`` per axis at most).
+    """
+    volume = np.asarray(volume, np.float32)
     to_source = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(grid_affine, np.float64)
+    rotation = to_source[:3, :3]
+    if np.allclose(rotation, np.diag(np.diag(rotation)), atol=1e-9 * np.abs(rotation).max()):
+        out = volume
+        for axis in range(3):
+            weights = _overlap_weights(shape[axis], rotation[axis, axis], to_source[axis, 3], volume.shape[axis])
+            out = np.moveaxis(np.tensordot(weights.astype(np.float32), out, axes=([1], [axis])), 0, axis)
+        return np.ascontiguousarray(out, np.float32)
+    return _resample_supersampled(volume, to_source, shape, max_samples)
+
+
+def _resample_supersampled(volume, to_source, shape, max_samples):
     # CT voxels spanned by one grid voxel along each grid axis -> sub-samples per axis
     span = np.abs(to_source[:3, :3]).sum(axis=0)
     m = np.clip(np.ceil(2 * span - 1e-9).astype(int), 2, max_samples)
