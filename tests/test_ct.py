@@ -316,3 +316,17 @@ def test_write_dicom_projections_and_ct_round_trip(tmp_path):
     np.testing.assert_array_equal(ct.array, hu)
     np.testing.assert_allclose(ct.affine, affine)
     assert ct.kvp == 100.0 and ct.metadata["StudyInstanceUID"] == meta["StudyInstanceUID"]
+
+
+def test_dicom_volume_signed_values_and_errors(tmp_path):
+    volume = np.linspace(-5.0, 20.0, 4 * 3 * 2).reshape(4, 3, 2)
+    affine = jio.grid_affine((4, 3, 2), (2.0, 2.0, 3.0), (1.0, -2.0, 50.0))
+    path = jio.write_dicom_volume(tmp_path, volume, affine, units="BQML", name="signed")
+    back = jio.read_dicom_volume(path)
+    np.testing.assert_allclose(back.array, volume, atol=20.0 / 32767)
+    np.testing.assert_allclose(back.affine, affine)
+    assert back.metadata["Units"] == "BQML" and back.metadata["Modality"] == "NM"
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        jio.write_dicom_volume(tmp_path, np.full((2, 2, 2), np.nan), affine)
+    with pytest.raises(ValueError, match="right-handed"):
+        jio.write_dicom_volume(tmp_path, volume, np.diag([2.0, 2.0, -3.0, 1.0]))

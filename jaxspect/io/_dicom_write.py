@@ -40,12 +40,7 @@ def write_dicom_volume(folder, volume, affine, *, units: str = "CNTS", reference
 
     ``corrections``: Corrected Image (0028,0051) values, e.g. ``("ATTN", "SCAT", "DECY")``.
     """
-    try:
-        import pydicom
-        from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    except ImportError:
-        raise ImportError('writing DICOM needs pydicom: pip install "jaxspect[io]"') from None
+    pydicom = _import_pydicom()
     volume = np.asarray(volume, np.float64)
     if volume.ndim != 3:
         raise ValueError(f"volume must have shape (nx, ny, nz), got {volume.shape}")
@@ -77,22 +72,7 @@ def write_dicom_volume(folder, volume, affine, *, units: str = "CNTS", reference
     frames = np.ascontiguousarray(np.transpose(pixels, (2, 1, 0)))  # (k, j, i): frame k, row j, column i
 
     now = datetime.datetime.now()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = NM_IMAGE_STORAGE
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = NM_IMAGE_STORAGE
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    for keyword in COPIED_KEYWORDS:
-        if keyword in reference and keyword != "SeriesInstanceUID":
-            setattr(ds, keyword, reference[keyword])
-    if "StudyInstanceUID" not in ds:
-        ds.StudyInstanceUID = generate_uid()
-    if "FrameOfReferenceUID" not in ds:
-        ds.FrameOfReferenceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "NM"
+    ds = _dataset(NM_IMAGE_STORAGE, "NM", reference)
     ds.SeriesDescription = series_description
     ds.SeriesNumber = 1001
     ds.InstanceNumber = 1
@@ -110,8 +90,7 @@ def write_dicom_volume(folder, volume, affine, *, units: str = "CNTS", reference
     ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
     ds.SliceThickness = float(spacing[2])
     ds.SpacingBetweenSlices = float(spacing[2])
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, representation
+    ds.PixelRepresentation = representation
     ds.RescaleSlope, ds.RescaleIntercept = float(slope), 0.0
     ds.RescaleType = units
     ds.Units = units
@@ -120,7 +99,16 @@ def write_dicom_volume(folder, volume, affine, *, units: str = "CNTS", reference
     return path
 
 
+def _import_pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise ImportError('writing DICOM needs pydicom: pip install "jaxspect[io]"') from None
+    return pydicom
+
+
 def _dataset(sop_class, modality, reference):
+    _import_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -191,7 +179,7 @@ def write_dicom_projections(path, data, *, centre_mm=(0.0, 0.0, 0.0), frame_dura
     ``centre_mm`` (:mod:`jaxspect.io._affine`), the energy window (``energy_window_kev =
     (lower, upper)``), and the radiopharmaceutical's half-life and injection time when given.
     Counts are stored as unsigned 16 bits with a Rescale Slope."""
-    import pydicom  # noqa: F401  (pydicom is needed; _dataset imports the parts it uses)
+    _import_pydicom()
     from pydicom.dataset import Dataset
 
     from ._interfile import _uniform_angles
