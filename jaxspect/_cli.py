@@ -35,8 +35,16 @@ def _parser() -> argparse.ArgumentParser:
                       help="folder for the PNG figures and NIfTI volumes (default ./jaxspect-demo-output)")
     demo.add_argument("--model", help="also run a trained unrolled EM (jaxspect.save_model file) from the OSEM image")
 
-    sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile) + truth volumes (NIfTI)")
-    sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00)")
+    sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile or DICOM NM) + truth volumes "
+                         "(NIfTI) [+ a CT series]")
+    sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00), or a "
+                     "DICOM NM file sim.dcm (Lu-177, in scanner coordinates, with timing and radiopharmaceutical)")
+    sim.add_argument("--ct", help="with a DICOM --output: also write the phantom's CT series into this folder")
+    sim.add_argument("--collimator", help="collimator by name (`jaxspect collimators`) instead of --fwhm0/--slope; "
+                     "recorded in the file")
+    sim.add_argument("--activity-mbq", type=float, default=1000.0,
+                     help="activity in the phantom, MBq (DICOM output: sets the calibration factor; default 1000)")
+    sim.add_argument("--time-per-view", type=float, default=20.0, help="seconds per view (DICOM output; default 20)")
     sim.add_argument("--size", type=int, default=64, help="in-plane voxels (default 64)")
     sim.add_argument("--slices", type=int, default=40, help="axial slices (default 40)")
     sim.add_argument("--views", type=int, default=64, help="number of views over 360 degrees (default 64)")
@@ -280,6 +288,14 @@ def _gaussian_psf(args, data):
         return psf
     fwhm0, slope, source = args.fwhm0, args.slope, "--fwhm0/--slope"
     named = jio.simind_collimator(data.metadata) if not given else None
+    if not given and named is None and "collimator_name" in data.metadata:
+        from ._collimators import collimator_from_file
+
+        named = collimator_from_file(data.metadata["collimator_name"], data.metadata.get("Manufacturer"))
+        if named is None:
+            raise UsageError(f"{args.projections} names the collimator {data.metadata['collimator_name']!r} "
+                             f"(Manufacturer {data.metadata.get('Manufacturer', 'not given')!r}), which is not in "
+                             "jaxspect's table: pass --collimator NAME (`jaxspect collimators`) or --fwhm0/--slope")
     if named is not None:
         energy = _photopeak_kev(args, data)
         intrinsic = data.metadata.get("intrinsic_fwhm_mm")
@@ -504,11 +520,17 @@ def simulate_files(args) -> list[Path]:
     from ._projector import SPECTProjector
     from ._psf import GaussianPSF
     from ._simulate import simulate
-    from .phantoms import torso_phantom
+    from .phantoms import LU177_KEV, torso_phantom
 
     output = Path(args.output)
-    if output.suffix.lower() not in jio.INTERFILE_SUFFIXES:
-        raise UsageError(f"--output must be an Interfile header ({', '.join(jio.INTERFILE_SUFFIXES)}), got {output}")
+    dicom = output.suffix.lower() in jio.DICOM_SUFFIXES
+    if output.suffix.lower() not in jio.INTERFILE_SUFFIXES and not dicom:
+        raise UsageError(f"--output must be an Interfile header ({', '.join(jio.INTERFILE_SUFFIXES)}) or a DICOM file "
+                         f"({', '.join(jio.DICOM_SUFFIXES)}), got {output}")
+    if args.ct and not dicom:
+        raise UsageError("--ct needs a DICOM --output (Interfile has no patient coordinates)")
+    _positive("--activity-mbq", args.activity_mbq)
+    _positive("--time-per-view", args.time_per_view)
     for name in ("size", "slices", "views"):
         _positive(f"--{name}", getattr(args, name), int)
     _positive("--counts", args.counts)
@@ -519,7 +541,15 @@ def simulate_files(args) -> list[Path]:
         phantom = torso_phantom(jax.random.key(args.seed), shape=shape, voxel_size=vs)
     except ValueError as e:
         raise UsageError(f"phantom: {e}") from None
-    psf = GaussianPSF(args.fwhm0, args.slope)
+    if args.collimator:
+        from ._collimators import get_collimator
+
+        try:
+            psf = get_collimator(args.collimator).psf(LU177_KEV)
+        except ValueError as e:
+            raise UsageError(f"--collimator: {e}") from None
+    else:
+        psf = GaussianPSF(args.fwhm0, args.slope)
     angles = 2 * np.pi * np.arange(args.views) / args.views
     probe = SPECTGeometry(shape, vs, psf, angles=angles, radii=args.size * voxel)
     radii = np.asarray(probe.object_extent(phantom.masks["body"])) + 10.0  # body-contouring, 10 mm clearance
@@ -528,8 +558,10 @@ def simulate_files(args) -> list[Path]:
     data = simulate(jax.random.key(args.seed + 1), jnp.asarray(phantom.activity), projector,
                     total_counts=args.counts, scatter_fraction=args.scatter_fraction)
     stem = output.with_suffix("")
+    if dicom:
+        return _simulate_dicom(args, output, phantom, data, angles, radii, voxel, psf)
     written = [output, output.with_suffix(".a00")]
-    psf_keys = {PSF_FWHM0_KEY: args.fwhm0, PSF_SLOPE_KEY: args.slope}
+    psf_keys = {PSF_FWHM0_KEY: f"{float(psf.fwhm0):.6g}", PSF_SLOPE_KEY: f"{float(psf.slope):.6g}"}
     jio.write_interfile(output, jio.ProjectionData(np.asarray(data.counts), angles, radii, (voxel, voxel)),
                         extra_keys=psf_keys)
     scatter_path = Path(f"{stem}_scatter.h00")
@@ -542,6 +574,48 @@ def simulate_files(args) -> list[Path]:
     print("  mumap in 1/mm; activity in relative concentration units; scatter mean as Interfile")
     for path in written:
         print(f"  wrote {path}")
+    return written
+
+
+def _simulate_dicom(args, output, phantom, data, angles, radii, voxel, psf) -> list[Path]:
+    """simulate with a DICOM --output: NM file (+ CT series), truth volumes in Bq/mL and 1/mm."""
+    import datetime
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from . import io as jio
+
+    shape, vs = phantom.activity.shape, (voxel,) * 3
+    centre = (0.0, 0.0, -400.0)  # the grid centre's patient position (table in, abdomen)
+    affine = jio.grid_affine(shape, vs, centre)
+    study = {"PatientID": "JAXSPECT-SIM", "PatientName": "Torso^Phantom", "StudyInstanceUID": generate_uid(),
+             "FrameOfReferenceUID": generate_uid(), "Manufacturer": "jaxspect"}
+    acquired = datetime.datetime(2026, 1, 2, 10, 0, 0)
+    counts = np.asarray(data.counts)
+    jio.write_dicom_projections(output, jio.ProjectionData(counts, angles, radii, (voxel, voxel)), centre_mm=centre,
+                                frame_duration_s=args.time_per_view, reference=study, energy_window_kev=(187.6, 229.2),
+                                half_life_s=6.647 * 86400, injection_datetime=acquired - datetime.timedelta(hours=24),
+                                acquisition_datetime=acquired, collimator_name=args.collimator)
+    written = [output]
+    # in air every view sees the whole (scaled) activity image: counts per view per MBq per second
+    sensitivity = float(data.scale) * float(phantom.activity.sum()) / (args.time_per_view * args.activity_mbq)
+    voxel_ml = voxel**3 / 1000.0
+    bq_per_ml = phantom.activity / float(phantom.activity.sum() * voxel_ml) * args.activity_mbq * 1e6
+    for name, volume in (("activity_bqml", bq_per_ml), ("mumap", phantom.mumap)):
+        written.append(jio.write_nifti(Path(f"{output.with_suffix('')}_{name}.nii.gz"), volume, vs, affine=affine))
+    if args.ct:
+        hu = np.where(phantom.masks["body"], 40.0, -1000.0)
+        hu[phantom.masks["lung_left"] | phantom.masks["lung_right"]] = -780.0
+        hu[phantom.masks["spine"]] = 1100.0
+        written += jio.write_dicom_ct(args.ct, hu, affine, kvp=120.0, reference=study)[:1]
+    collimator = f"collimator {args.collimator}" if args.collimator else f"PSF fwhm0 {args.fwhm0} mm, slope {args.slope}"
+    print(f"jaxspect: torso phantom {shape} of {voxel:.3g} mm, {len(angles)} views of {args.time_per_view:g} s, "
+          f"{counts.sum():.4g} counts, {args.activity_mbq:g} MBq Lu-177, {collimator}")
+    print(f"  calibration factor {sensitivity:.4g} cps/MBq (pass --sensitivity {sensitivity:.4g} for Bq/mL); grid "
+          f"centre at patient {centre} mm")
+    for path in written:
+        print(f"  wrote {path}" + (" (and the rest of the CT series)" if args.ct and path.parent == Path(args.ct) else ""))
     return written
 
 

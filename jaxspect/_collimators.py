@@ -66,6 +66,7 @@ __all__ = [
     "INTRINSIC_FWHM_MM",
     "IMAGE_PLANE_MM",
     "get_collimator",
+    "collimator_from_file",
     "psf_distance_range",
     "format_collimator_table",
 ]
@@ -210,6 +211,28 @@ def get_collimator(name: str) -> Collimator:
         raise ValueError(f"unknown collimator {name!r}; known: {', '.join(sorted(COLLIMATORS))} "
                          f"(aliases: {', '.join(sorted(COLLIMATOR_ALIASES))})")
     return COLLIMATORS[key]
+
+
+_VENDORS = {"siemens": "siemens", "ge": "ge", "general electric": "ge", "philips": "philips", "mediso": "mediso"}
+
+
+def collimator_from_file(name: str, manufacturer: str | None = None) -> Collimator | None:
+    """The collimator a file names: Collimator/Grid Name (0018,1180) as a table name or alias
+    (``"sy-lehr"``, ``"siemens-me"``), or a vendor's short name (``"LEHR"``, ``"MEGP"``) with the
+    file's Manufacturer (0008,0070); ``None`` when it does not resolve to one entry."""
+    key = str(name).strip().lower().replace(" ", "")
+    try:
+        return get_collimator(key)
+    except ValueError:
+        pass
+    maker = str(manufacturer or "").strip().lower()
+    vendor = next((v for k, v in _VENDORS.items() if maker.startswith(k) or f" {k}" in f" {maker}"), None)
+    if vendor is None:
+        return None
+    try:
+        return get_collimator(f"{vendor}-{key}")
+    except ValueError:
+        return None
 
 
 def psf_distance_range(radii_mm, image_shape, voxel_size_mm) -> tuple[float, float]:

@@ -5,6 +5,8 @@
 - ``StudyInstanceUID``, ``FrameOfReferenceUID``, ``SeriesInstanceUID``, ``PatientID``,
   ``PatientName``, ``PatientBirthDate``, ``PatientSex``, ``StudyDate``, ``StudyTime``,
   ``StudyID``, ``AccessionNumber``, ``Manufacturer``: copied into outputs;
+- ``collimator_name``: Collimator/Grid Name (0018,1180) of the first Detector Information
+  Sequence item;
 - ``frame_duration_s``: Actual Frame Duration (0018,1242), ms in the file, per view in
   seconds; from the Rotation Information Sequence (0054,0052) of an NM TOMO file, else the
   dataset's own; ``acquisition_duration_s``: that times Number of Frames in Rotation
@@ -53,6 +55,10 @@ def dicom_metadata(ds) -> dict:
         value = getattr(ds, keyword, None)
         if value not in (None, ""):
             meta[keyword] = str(value)
+    detectors = list(getattr(ds, "DetectorInformationSequence", []) or [])
+    collimator = getattr(detectors[0], "CollimatorGridName", None) if detectors else None
+    if collimator not in (None, ""):
+        meta["collimator_name"] = str(collimator).strip()
     rotations = list(getattr(ds, "RotationInformationSequence", []) or [])
     duration = getattr(rotations[0], "ActualFrameDuration", None) if rotations else None
     if duration is None:

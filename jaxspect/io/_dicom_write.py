@@ -171,13 +171,15 @@ def write_dicom_ct(folder, hu, affine, *, kvp: float = 120.0, reference: dict | 
 
 def write_dicom_projections(path, data, *, centre_mm=(0.0, 0.0, 0.0), frame_duration_s: float | None = None,
                             reference: dict | None = None, energy_window_kev=None, half_life_s: float | None = None,
-                            injection_datetime=None, acquisition_datetime=None) -> Path:
+                            injection_datetime=None, acquisition_datetime=None,
+                            collimator_name: str | None = None) -> Path:
     """Write projections (a :class:`jaxspect.io.ProjectionData`, equally spaced angles) as a
     one-head DICOM NM TOMO file that :func:`jaxspect.io.read_dicom_projections` reads back:
     Rotation Information (start angle, step, direction, radial position per view, Actual Frame
     Duration), the first frame's ImagePositionPatient/Orientation placing the grid centre at
     ``centre_mm`` (:mod:`jaxspect.io._affine`), the energy window (``energy_window_kev =
-    (lower, upper)``), and the radiopharmaceutical's half-life and injection time when given.
+    (lower, upper)``), the radiopharmaceutical's half-life and injection time, and the
+    collimator's name (Collimator/Grid Name (0018,1180)) when given.
     Counts are stored as unsigned 16 bits with a Rescale Slope."""
     _import_pydicom()
     from pydicom.dataset import Dataset
@@ -214,6 +216,8 @@ def write_dicom_projections(path, data, *, centre_mm=(0.0, 0.0, 0.0), frame_dura
     detector.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
     detector.ImagePositionPatient = [float(v) for v in centre - (nx - 1) / 2 * dx * row_dir - (nz - 1) / 2 * dz * col_dir]
     detector.StartAngle = float(start)
+    if collimator_name is not None:
+        detector.CollimatorGridName = str(collimator_name)
     if data.radii is not None:
         detector.RadialPosition = [float(r) for r in data.radii]
     ds.DetectorInformationSequence = [detector]
