@@ -116,6 +116,13 @@ def test_read_series_and_average_over_spect_voxels(tmp_path):
     write_ct(tmp_path / "swapped", np.transpose(field, (1, 0, 2)), swapped)
     again = jio.read_dicom_volume(tmp_path / "swapped")
     np.testing.assert_allclose(jio.resample_to_grid(again.array, again.affine, (4, 4, 3), grid), out, atol=1e-3)
+    # grids whose boundaries coincide up to rounding (9.6 mm voxels, 4.8 mm CT voxels): no spill-over
+    block = np.zeros((8, 8, 4))
+    block[2:6, 2:6, :] = 1.0
+    fine = jio.grid_affine((8, 8, 4), (4.8, 4.8, 9.6), (1.7, -3.1, 0.3))
+    coarse = jio.grid_affine((4, 4, 4), (9.6, 9.6, 9.6), (1.7, -3.1, 0.3))
+    np.testing.assert_array_equal(jio.resample_to_grid(block, fine, (4, 4, 4), coarse) > 0,
+                                  np.pad(np.ones((2, 2, 4), bool), ((1, 1), (1, 1), (0, 0))))
     # a step edge through the middle of a SPECT voxel: the average, not the nearest sample
     step = np.where(x < 5.0, 0.0, 1.0)
     edge = jio.resample_to_grid(step, affine, (1, 1, 1), jio.grid_affine((1, 1, 1), (6.0,) * 3, (5.0 - 0.75, 0.0, 90.0)))

@@ -284,7 +284,8 @@ def _overlap_weights(n_out, scale, offset, n_source):
     half = abs(scale) / 2
     p = np.arange(n_source)[None, :]
     overlap = np.minimum(centre + half, p + 0.5) - np.maximum(centre - half, p - 0.5)
-    return np.maximum(overlap, 0.0) / (2 * half)
+    # touching voxels overlap by rounding error: exactly 0, so that the map's support stays the CT's
+    return np.where(overlap > 1e-9 * max(1.0, 2 * half), overlap, 0.0) / (2 * half)
 
 
 def resample_to_grid(volume, affine, shape, grid_affine, *, max_samples: int = 12) -> np.ndarray:
