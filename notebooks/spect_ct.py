@@ -69,7 +69,7 @@ radii = np.asarray(probe.object_extent(phantom.masks["body"])) + 10.0
 geometry = js.SPECTGeometry(shape, vs, collimator.psf(energy), angles=angles, radii=radii)
 truth_projector = js.SPECTProjector(geometry, jnp.asarray(phantom.mumap))
 expected = truth_projector(jnp.asarray(sensitivity * seconds * activity_mbq, jnp.float32))
-counts = np.asarray(jax.random.poisson(jax.random.key(1), expected), np.float32)
+counts = np.random.default_rng(1).poisson(np.asarray(expected)).astype(np.float32)
 
 study = {"PatientID": "TORSO-1", "PatientName": "Phantom^Torso", "StudyInstanceUID": generate_uid(),
          "FrameOfReferenceUID": generate_uid()}

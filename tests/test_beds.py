@@ -25,7 +25,7 @@ def two_beds():
     beds, affines = [], []
     for start in (0, NZ - OVERLAP):
         y = projector(jnp.asarray(truth[:, :, start:start + NZ]))
-        x = js.osem(projector, y, jnp.ones((N, N, NZ), jnp.float32), n_iter=10, n_subsets=3).image
+        x = js.osem(projector, y, jnp.ones((N, N, NZ), jnp.float32), n_iter=5, n_subsets=3).image
         beds.append(np.asarray(x))
         affines.append(js.io.grid_affine((N, N, NZ), (VOXEL,) * 3, (0.0, 0.0, 100.0 + (start + (NZ - 1) / 2) * VOXEL)))
     return truth, beds, affines
