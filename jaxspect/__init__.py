@@ -5,6 +5,11 @@ views ``(nx, nz, nview)``, attenuation maps in 1/mm, lengths in mm, angles in ra
 """
 
 from ._attenuation import attenuation_factors as attenuation_factors
+from ._collimators import (
+    COLLIMATORS as COLLIMATORS,
+    Collimator as Collimator,
+    get_collimator as get_collimator,
+)
 from ._geometry import SPECTGeometry as SPECTGeometry, per_cm_to_per_mm as per_cm_to_per_mm
 from ._operator import (
     AbstractProjector as AbstractProjector,
@@ -21,6 +26,13 @@ from ._psf import (
     ExplicitPSF as ExplicitPSF,
     GaussianPSF as GaussianPSF,
     gaussian_psf_array as gaussian_psf_array,
+)
+from ._beds import stitch_beds as stitch_beds
+from ._quantification import (
+    activity_concentration as activity_concentration,
+    decay_factor as decay_factor,
+    sensitivity_from_point_source as sensitivity_from_point_source,
+    sensitivity_from_reconstruction as sensitivity_from_reconstruction,
 )
 from ._serialization import load_model as load_model, save_model as save_model
 from ._rotate import rotate as rotate, rotate_adjoint as rotate_adjoint

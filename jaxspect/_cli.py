@@ -12,14 +12,18 @@ dependency) are turned into that exit, so a bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
 
 from .io._safety import FileCheckError
 
-# A medium-energy parallel-hole collimator for Lu-177 (208 keV), as in the demo.
+# `simulate`'s default collimator response: a medium-energy parallel-hole collimator for Lu-177
+# (208 keV), as in the demo; written into the simulated file's header, which `reconstruct` reads.
 DEFAULT_FWHM0_MM, DEFAULT_SLOPE = 2.5, 0.1
+# Interfile keys that carry a Gaussian PSF (jaxspect's own keys, written by `simulate`).
+PSF_FWHM0_KEY, PSF_SLOPE_KEY = "gaussian psf fwhm0 (mm)", "gaussian psf slope"
 # Sizes of the simulated phantom (simulate, demo) and count levels the Poisson sampler can draw.
 MAX_SIZE, MAX_SLICES, MAX_VIEWS, MAX_COUNTS = 512, 512, 1024, 1e9
 
@@ -42,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", help="also run a trained unrolled EM (jaxspect.save_model file) from the OSEM image")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo's files in --output if they exist")
 
-    sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile) + truth volumes (NIfTI)")
-    sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00)")
+    sim = sub.add_parser("simulate", help="torso phantom -> noisy projections (Interfile or DICOM NM) + truth volumes "
+                         "(NIfTI) [+ a CT series]")
+    sim.add_argument("--output", required=True, help="Interfile header to write, e.g. sim.h00 (data: sim.a00), or a "
+                     "DICOM NM file sim.dcm (Lu-177, in scanner coordinates, with timing and radiopharmaceutical)")
     sim.add_argument("--size", type=int, default=64, help="in-plane voxels (default 64)")
     sim.add_argument("--slices", type=int, default=40, help="axial slices (default 40)")
     sim.add_argument("--views", type=int, default=64, help="number of views over 360 degrees (default 64)")
@@ -57,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00) or DICOM NM (.dcm) projections")
     rec.add_argument("projections", help="Interfile header (.h00/.hdr) or DICOM NM file (.dcm)")
-    rec.add_argument("--output", required=True, help="reconstructed image, NIfTI (.nii or .nii.gz)")
+    rec.add_argument("--output", required=True, help="reconstructed image: NIfTI (.nii or .nii.gz), or a folder "
+                     "with --format dicom")
     rec.add_argument("--mumap", help="attenuation map, NIfTI on the reconstruction grid (nx, nx, nz)")
     rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default=None,
                      help="units of --mumap values: 1/mm or 1/cm; if not given, 1/mm and maps that look like "
@@ -67,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
     rec.add_argument("--subsets", type=int, default=4, help="OSEM subsets (default 4)")
     rec.add_argument("--psf", choices=("gaussian", "none"), default="gaussian", help="collimator response model")
-    rec.add_argument("--fwhm0", type=float, default=DEFAULT_FWHM0_MM, help=f"Gaussian PSF FWHM at the detector, mm (default {DEFAULT_FWHM0_MM})")
-    rec.add_argument("--slope", type=float, default=DEFAULT_SLOPE, help=f"FWHM growth per mm of distance (default {DEFAULT_SLOPE})")
+    rec.add_argument("--fwhm0", type=float, help="Gaussian PSF FWHM at the detector, mm (with --slope, instead of --collimator)")
+    rec.add_argument("--slope", type=float, help="FWHM growth per mm of distance (with --fwhm0)")
     rec.add_argument("--scatter", choices=("none", "tew", "dew"), default="none",
                      help="scatter estimate from the DICOM energy windows (default none)")
     rec.add_argument("--background", help="mean scatter counts, an Interfile/DICOM file shaped like the projections")
@@ -80,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-progress", action="store_true", help="do not print the iteration progress")
     rec.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     _add_map_arguments(rec)
+    from . import _cli_clinical as clinical
+
+    clinical.add_simulate_arguments(sim)
+    clinical.add_reconstruct_arguments(rec)
+    clinical.add_subcommands(sub)
     return parser
 
 
@@ -188,23 +200,32 @@ def reconstruct(args) -> Path:
     import jax.numpy as jnp
     import numpy as np
 
+    from . import _cli_clinical as clinical
     from . import io as jio
     from ._projector import SPECTProjector
-    from ._psf import ExplicitPSF, GaussianPSF
+    from ._psf import ExplicitPSF
     from .recon import mlem, osem
 
     # validate the arguments and the output before reading anything big
     output = Path(args.output)
-    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
-        raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output}")
+    is_nifti = output.name.endswith(".nii") or output.name.endswith(".nii.gz")
+    if args.format == "nifti" and not is_nifti:
+        raise UsageError(f"--output must be a NIfTI file (.nii or .nii.gz), got {output} (or pass --format dicom "
+                         "and a folder)")
+    if args.format == "dicom" and (is_nifti or output.is_file()):
+        raise UsageError(f"--format dicom writes into a folder; --output {output} is a file name")
+    if args.ct and args.mumap:
+        raise UsageError("give either --ct (a CT series) or --mumap (an attenuation map), not both")
     _positive("--iterations", args.iterations, int)
     if args.algorithm != "mlem":
         _positive("--subsets", args.subsets, int)
     if args.radius is not None:
         _positive("--radius", args.radius)
     if args.psf == "gaussian":
-        _positive("--fwhm0", args.fwhm0)
-        _non_negative("--slope", args.slope)
+        if args.fwhm0 is not None:
+            _positive("--fwhm0", args.fwhm0)
+        if args.slope is not None:
+            _non_negative("--slope", args.slope)
     postfilter = _check_map_arguments(args)
     suffix = Path(args.projections).suffix.lower()
     kwargs = {}
@@ -217,11 +238,15 @@ def reconstruct(args) -> Path:
         if args.cor:
             raise UsageError("--cor applies to Interfile projections only")
     elif suffix in jio.INTERFILE_SUFFIXES:
-        if args.scatter != "none":
-            raise UsageError(f"--scatter {args.scatter} needs the energy windows of a DICOM file; "
-                             "for Interfile pass the scatter estimate with --background")
-        if args.window is not None:
-            raise UsageError("--window applies to DICOM projections only (an Interfile file holds one window)")
+        simind = Path(args.projections).is_file() and jio.is_simind_header(args.projections)
+        if simind:
+            kwargs["scatter"] = args.scatter
+            if args.window is not None:
+                kwargs["window"] = args.window
+        elif args.scatter != "none" or args.window is not None:
+            option = f"--scatter {args.scatter}" if args.scatter != "none" else "--window"
+            raise UsageError(f"{option} needs the energy windows of a DICOM file or of SIMIND's _w1/_w2/_w3 files; "
+                             f"{args.projections} has one: pass the scatter estimate with --background")
         if args.cor:
             kwargs["cor"] = str(_input_file(args.cor, "--cor"))
     _input_file(args.projections, "projections")
@@ -230,8 +255,8 @@ def reconstruct(args) -> Path:
     model = _load_unrolled(args.model) if args.model else None
     data = _read(args.projections, "projections", **kwargs)
     if suffix in jio.INTERFILE_SUFFIXES and args.radius is not None:
-        data = jio.ProjectionData(data.counts, data.angles, args.radius, data.pixel_size_mm)
-    if args.algorithm == "osem" and args.subsets > data.nview:
+        data = dataclasses.replace(data, radii=args.radius)
+    if args.algorithm != "mlem" and args.subsets > data.nview:
         raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({data.nview})")
 
     background = data.background
@@ -251,12 +276,14 @@ def reconstruct(args) -> Path:
         except (ValueError, FileNotFoundError, ImportError) as e:
             raise UsageError(f"--mumap: {e}") from None
 
+    if args.ct:
+        mumap = clinical.ct_mumap(args, data)
+
     if args.psf == "gaussian":
-        if data.radii is None:
-            raise UsageError(f"--psf gaussian needs the orbit radius, which {args.projections} lacks: "
-                             "pass --radius MM (or --cor for SIMIND, or --psf none)")
-        psf = GaussianPSF(args.fwhm0, args.slope)
+        psf = clinical.gaussian_psf(args, data)
     else:
+        if args.collimator or args.fwhm0 is not None or args.slope is not None:
+            raise UsageError("--psf none takes no --collimator, --fwhm0 or --slope")
         psf = ExplicitPSF(np.ones((1, 1, image_shape[1], data.nview), np.float32))
     try:
         geometry = data.spect_geometry(psf)
@@ -287,8 +314,17 @@ def reconstruct(args) -> Path:
 
         image = gaussian_filter(image, postfilter, voxel_size)
     image = np.asarray(image)
-    _write(output, lambda: jio.write_nifti(output, image, voxel_size))
-    print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, counts-domain activity)")
+    image, units, description = clinical.quantify(args, data, image)
+    if args.format == "dicom":
+        corrections = ("ATTN",) if mumap is not None else ()
+        corrections += ("DECY",) if args.decay_to else ()
+        output = _write(output, lambda: jio.write_dicom_volume(output, image, data.image_affine, units=units,
+                                                              reference=data.metadata, corrections=corrections))
+    else:
+        _write(output, lambda: jio.write_nifti(output, image, voxel_size, affine=data.image_affine,
+                                               description=f"jaxspect {'Bq/mL' if units == 'BQML' else 'counts'} ({units})"))
+    where = "the patient origin" if data.centre_mm is None else f"patient ({', '.join(f'{v:.1f}' for v in data.centre_mm)}) mm"
+    print(f"jaxspect: wrote {output} ({image_shape}, voxels {voxel_size} mm, {description}, grid centre at {where})")
     return output
 
 
@@ -328,12 +364,22 @@ def simulate_files(args) -> list[Path]:
     from ._projector import SPECTProjector
     from ._psf import GaussianPSF
     from ._simulate import simulate
+    from .phantoms import LU177_KEV
 
     output = Path(args.output)
-    try:
-        data_path = jio.interfile_data_path(output)
-    except ValueError as e:
-        raise UsageError(f"--output must be an Interfile header: {e}") from None
+    dicom = output.suffix.lower() in jio.DICOM_SUFFIXES
+    if dicom:
+        data_path = None
+    else:
+        try:
+            data_path = jio.interfile_data_path(output)
+        except ValueError as e:
+            raise UsageError(f"--output must be an Interfile header or a DICOM file ({', '.join(jio.DICOM_SUFFIXES)}): "
+                             f"{e}") from None
+    if args.ct and not dicom:
+        raise UsageError("--ct needs a DICOM --output (Interfile has no patient coordinates)")
+    _positive("--activity-mbq", args.activity_mbq)
+    _positive("--time-per-view", args.time_per_view)
     _sizes(args)
     _positive("--counts", args.counts, float, MAX_COUNTS)
     _non_negative("--scatter-fraction", args.scatter_fraction, 100.0)
@@ -346,12 +392,20 @@ def simulate_files(args) -> list[Path]:
     stem = output.with_suffix("")
     scatter_path = Path(f"{stem}_scatter.h00")
     volumes = [Path(f"{stem}_{name}.nii.gz") for name in ("activity", "mumap")]
-    written = [output, data_path, scatter_path, jio.interfile_data_path(scatter_path), *volumes]
-    _check_outputs(written, args, [])
+    written = [output] if dicom else [output, data_path, scatter_path, jio.interfile_data_path(scatter_path), *volumes]
+    _check_outputs(written, args, [args.ct])
 
     shape, vs = (args.size, args.size, args.slices), (voxel,) * 3
     phantom = _phantom(shape, vs, args.seed)
-    psf = GaussianPSF(args.fwhm0, args.slope)
+    if args.collimator:
+        from ._collimators import get_collimator
+
+        try:
+            psf = get_collimator(args.collimator).psf(LU177_KEV)
+        except ValueError as e:
+            raise UsageError(f"--collimator: {e}") from None
+    else:
+        psf = GaussianPSF(args.fwhm0, args.slope)
     angles = 2 * np.pi * np.arange(args.views) / args.views
     probe = SPECTGeometry(shape, vs, psf, angles=angles, radii=args.size * voxel)
     radii = np.asarray(probe.object_extent(phantom.masks["body"])) + 10.0  # body-contouring, 10 mm clearance
@@ -359,9 +413,14 @@ def simulate_files(args) -> list[Path]:
     projector = SPECTProjector(geometry, jnp.asarray(phantom.mumap))
     data = simulate(jax.random.key(args.seed + 1), jnp.asarray(phantom.activity), projector,
                     total_counts=args.counts, scatter_fraction=args.scatter_fraction)
-    for path, views in ((output, data.counts), (scatter_path, data.background)):
+    if dicom:
+        from . import _cli_clinical as clinical
+
+        return clinical.simulate_dicom(args, output, phantom, data, angles, radii, voxel, psf)
+    psf_keys = {PSF_FWHM0_KEY: f"{float(psf.fwhm0):.6g}", PSF_SLOPE_KEY: f"{float(psf.slope):.6g}"}
+    for path, views, keys in ((output, data.counts, psf_keys), (scatter_path, data.background, None)):
         projections = jio.ProjectionData(np.asarray(views), angles, radii, (voxel, voxel))
-        _write(path, lambda: jio.write_interfile(path, projections))
+        _write(path, lambda: jio.write_interfile(path, projections, extra_keys=keys))
     for path, volume in zip(volumes, (phantom.activity, phantom.mumap)):
         _write(path, lambda: jio.write_nifti(path, volume, vs))
     print(f"jaxspect: torso phantom {shape} of {voxel:.3g} mm, {args.views} views, "
@@ -403,6 +462,14 @@ def main(argv=None) -> int:
             simulate_files(args)
         elif args.command == "reconstruct":
             reconstruct(args)
+        elif args.command == "stitch":
+            from ._cli_clinical import stitch
+
+            stitch(args)
+        elif args.command == "collimators":
+            from ._cli_clinical import list_collimators
+
+            list_collimators(args)
     except (UsageError, FileCheckError, ImportError) as e:
         parser.exit(2, f"jaxspect: error: {e}\n")
     return 0

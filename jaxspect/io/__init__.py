@@ -1,4 +1,5 @@
-"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes.
+"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes,
+DICOM CT series (-> attenuation maps on the SPECT grid) and DICOM volumes in scanner coordinates.
 
 Everything returned is in jaxspect's layout and units: projections ``(nx, nz, nview)`` in
 counts, angles in radians in jaxspect's convention, radii and pixel sizes in mm, volumes
@@ -14,7 +15,20 @@ atomically. Refusals are :class:`FileCheckError` (a ``ValueError``) naming the f
 
 from pathlib import Path
 
+from ._affine import grid_affine as grid_affine
+from ._ct import (
+    DicomVolume as DicomVolume,
+    ct_to_mumap as ct_to_mumap,
+    hu_to_mu as hu_to_mu,
+    read_dicom_volume as read_dicom_volume,
+    resample_to_grid as resample_to_grid,
+)
 from ._dicom import read_dicom_projections as read_dicom_projections
+from ._dicom_write import (
+    write_dicom_ct as write_dicom_ct,
+    write_dicom_projections as write_dicom_projections,
+    write_dicom_volume as write_dicom_volume,
+)
 from ._interfile import (
     HEADER_SUFFIXES as INTERFILE_SUFFIXES,
     interfile_data_path as interfile_data_path,
@@ -32,6 +46,12 @@ from ._safety import (
     check_output as check_output,
     check_output_folder as check_output_folder,
 )
+from ._simind import (
+    is_simind_header as is_simind_header,
+    parse_simind_comments as parse_simind_comments,
+    read_simind as read_simind,
+    simind_collimator as simind_collimator,
+)
 from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -39,12 +59,13 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 
 def read_projections(path, **kwargs) -> ProjectionData:
     """Read projections by file extension: Interfile header (``.h00``, ``.hdr``, ``.h33``) with
-    :func:`read_interfile`, DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
+    :func:`read_simind` when SIMIND wrote it (all its energy windows), else
+    :func:`read_interfile`; DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
     ``kwargs`` go to that reader."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in INTERFILE_SUFFIXES:
-        return read_interfile(path, **kwargs)
+        return read_simind(path, **kwargs) if is_simind_header(path) else read_interfile(path, **kwargs)
     if suffix in DICOM_SUFFIXES:
         return read_dicom_projections(path, **kwargs)
     raise ValueError(

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._affine import nm_grid_centre
+from ._dicom_meta import dicom_metadata
 from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg
 from ._scatter import dew_scatter, pick_windows, tew_scatter
 
@@ -326,5 +328,6 @@ def read_dicom_projections(
         if lower is None:
             raise ValueError(f"scatter='dew' needs an energy window below the photopeak {peak!r}; {path} has {sorted(ranges.items())}")
         background = dew_scatter(counts[lower], k=dew_k)
+    centre = nm_grid_centre(ds, path, (dx, dz))
     return ProjectionData(counts[peak], angles, radii, (dx, dz), background=background, windows=counts,
-                          window_ranges_kev=ranges, photopeak=peak)
+                          window_ranges_kev=ranges, photopeak=peak, centre_mm=centre, metadata=dicom_metadata(ds))

@@ -247,8 +247,11 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
     if data_file is not None:
         data_path = Path(data_file)
     else:
-        data_path = resolve_data_file(path, _get(header, "name of data file", path, str, required=True),
-                                      key="name of data file")
+        data_name = _get(header, "name of data file", path, str, required=True)
+        if re.match(r"^[A-Za-z]:[\\/]", data_name) or "\\" in data_name:
+            # a path on the (Windows) machine that wrote it, as SIMIND writes: the file of that name beside the header
+            data_name = re.split(r"[\\/]", data_name)[-1]
+        data_path = resolve_data_file(path, data_name, key="name of data file")
     if not data_path.is_file():
         raise FileNotFoundError(f"data file {data_path} named in Interfile header {path} not found")
     expected = nx * nz * nview
@@ -336,7 +339,7 @@ def interfile_data_path(path) -> Path:
     return data_path
 
 
-def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
+def write_interfile(path, data: ProjectionData, *, cor: bool = False, extra_keys: dict | None = None) -> Path:
     """Write ``data`` as SIMIND/Interfile: a header ``path`` (``.h00``) and float32
     little-endian raw data beside it (same stem, ``.a00``).
 
@@ -344,7 +347,8 @@ def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
     data first and header last, so an interrupted write never leaves a truncated file or a
     header without its data. Angles must be equally spaced. Radii go into the header (``Radius := r`` for a circular
     orbit, ``radii := {...}`` otherwise, mm); with ``cor=True`` a SIMIND ``.cor`` file (cm, one
-    per line) is written as well. The photopeak window's limits are written if known.
+    per line) is written as well. The photopeak window's limits are written if known;
+    ``extra_keys`` (``{key: value}``) are written as further ``key := value`` lines.
 
     Returns the path of the data file.
     """
@@ -389,6 +393,8 @@ def write_interfile(path, data: ProjectionData, *, cor: bool = False) -> Path:
             lines += ["orbit := circular", f"Radius := {_fmt(data.radii[0])}"]
         else:
             lines += ["orbit := non-circular", "radii := {" + ", ".join(_fmt(r) for r in data.radii) + "}"]
+    for key, value in (extra_keys or {}).items():
+        lines.append(f"{key} := {value}")
     lines.append("!END OF INTERFILE :=")
     text = ("\n".join(lines) + "\n").encode("latin-1")
     if cor and data.radii is None:

@@ -46,10 +46,15 @@ def _lps_affine(shape, voxel_size_mm):
     return affine
 
 
-def write_nifti(path, volume, voxel_size_mm) -> Path:
+def write_nifti(path, volume, voxel_size_mm, *, affine=None, description: str | None = None) -> Path:
     """Write a volume ``(nx, ny, nz)`` with voxel size ``(dx, dy, dz)`` mm to ``path`` (``.nii``
     or ``.nii.gz``). Floats are stored as float32, booleans (masks) as uint8, integers as is.
-    The file appears complete or not at all (temporary file + rename)."""
+
+    ``affine``: the grid's 4x4 voxel -> patient LPS mm affine (scanner coordinates, e.g.
+    :attr:`jaxspect.io.ProjectionData.image_affine`); written as NIfTI's RAS world. Default: the
+    grid centred at the origin. ``description``: NIfTI ``descrip`` (80 bytes), e.g. the unit.
+    The file appears complete or not at all (temporary file + rename).
+    """
     nib = _import_nibabel()
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
@@ -67,7 +72,17 @@ def write_nifti(path, volume, voxel_size_mm) -> Path:
         volume = volume.astype(np.uint8)
     elif np.issubdtype(volume.dtype, np.floating):
         volume = volume.astype(np.float32)
-    image = nib.Nifti1Image(volume, _lps_affine(volume.shape, voxel_size_mm))
+    if affine is None:
+        world = _lps_affine(volume.shape, voxel_size_mm)
+    else:
+        affine = np.asarray(affine, np.float64)
+        if affine.shape != (4, 4) or not np.allclose(np.linalg.norm(affine[:3, :3], axis=0), voxel_size_mm, rtol=1e-4):
+            raise ValueError(f"affine must be a 4x4 voxel -> LPS mm matrix with column lengths voxel_size_mm "
+                             f"{voxel_size_mm}, got {affine.tolist()}")
+        world = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    image = nib.Nifti1Image(volume, world)
+    if description is not None:
+        image.header["descrip"] = description.encode("ascii", "replace")[:79]
     image.header.set_xyzt_units("mm")
     image.set_sform(image.affine, code=1)
     image.set_qform(image.affine, code=1)

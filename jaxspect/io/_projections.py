@@ -47,6 +47,12 @@ class ProjectionData:
             photopeak's array is ``counts``).
         window_ranges_kev: ``name -> (lower, upper)`` energy window limits in keV, where known.
         photopeak: name of the window ``counts`` comes from, or ``None``.
+        centre_mm: patient position (LPS, mm) of the reconstruction grid's centre, where the
+            file gives it (DICOM; see :mod:`jaxspect.io._affine`), else ``None`` (the patient
+            origin is used).
+        metadata: identifiers and timing from the file (``StudyInstanceUID``,
+            ``FrameOfReferenceUID``, ``PatientID``, ``PatientName``, ``frame_duration_s`` per
+            view, ``acquisition_datetime``, ...), for outputs and quantification.
     """
 
     counts: np.ndarray
@@ -57,6 +63,8 @@ class ProjectionData:
     windows: dict = dataclasses.field(default_factory=dict)
     window_ranges_kev: dict = dataclasses.field(default_factory=dict)
     photopeak: str | None = None
+    centre_mm: tuple | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         counts = np.asarray(self.counts, np.float32)
@@ -89,10 +97,21 @@ class ProjectionData:
         object.__setattr__(self, "radii", radii)
         object.__setattr__(self, "pixel_size_mm", (dx, dz))
         object.__setattr__(self, "background", background)
+        if self.centre_mm is not None:
+            centre = tuple(float(v) for v in np.asarray(self.centre_mm, np.float64).reshape(-1))
+            if len(centre) != 3 or not all(np.isfinite(centre)):
+                raise ValueError(f"centre_mm must be 3 finite patient coordinates (mm), got {self.centre_mm!r}")
+            object.__setattr__(self, "centre_mm", centre)
 
     @property
     def nview(self) -> int:
         return self.counts.shape[2]
+
+    @property
+    def photopeak_kev(self) -> float | None:
+        """Centre of the photopeak window (keV) where the file gives its limits, else ``None``."""
+        limits = self.window_ranges_kev.get(self.photopeak) if self.photopeak is not None else None
+        return None if limits is None else 0.5 * (float(limits[0]) + float(limits[1]))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -105,6 +124,14 @@ class ProjectionData:
         """``(dx, dx, dz)`` in mm: bins give the in-plane voxel size, rows the slice height."""
         dx, dz = self.pixel_size_mm
         return (dx, dx, dz)
+
+    @property
+    def image_affine(self) -> np.ndarray:
+        """4x4 affine of the reconstruction grid, voxel ``(i, j, k)`` -> patient LPS mm
+        (:func:`jaxspect.io.grid_affine`; centred at :attr:`centre_mm` or the origin)."""
+        from ._affine import grid_affine
+
+        return grid_affine(self.image_shape, self.voxel_size_mm, (0.0, 0.0, 0.0) if self.centre_mm is None else self.centre_mm)
 
     def spect_geometry(self, psf):
         """A :class:`jaxspect.SPECTGeometry` for these projections on the grid

@@ -2,7 +2,7 @@
 torso with liver lesions and its attenuation map, a hot-rod (Derenzo) phantom, Shepp-Logan
 phantoms, and NIST attenuation coefficients of body materials."""
 
-from ._attenuation_coefficients import (
+from .._attenuation_coefficients import (
     ATTENUATION_ENERGIES_KEV as ATTENUATION_ENERGIES_KEV,
     I123_KEV as I123_KEV,
     LU177_KEV as LU177_KEV,

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._attenuation_coefficients import TC99M_KEV, linear_attenuation
+from .._attenuation_coefficients import TC99M_KEV, linear_attenuation
 
 __all__ = ["BrainPhantom2D", "brain_phantom_2d", "brain_phantoms_2d", "draw_uptake", "phantom_keys"]
 

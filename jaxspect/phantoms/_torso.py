@@ -22,7 +22,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from ._attenuation_coefficients import LU177_KEV, linear_attenuation
+from .._attenuation_coefficients import LU177_KEV, linear_attenuation
 
 __all__ = ["TorsoPhantom", "torso_phantom", "TORSO_ACTIVITY_DEFAULTS", "TORSO_ORGANS"]
 

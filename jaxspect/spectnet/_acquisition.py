@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._collimators import get_collimator
 from .._geometry import SPECTGeometry
 from .._projector import forward_project
 from .._psf import GaussianPSF
@@ -50,19 +51,16 @@ NVIEW = 120
 PIXEL_MM = 2.0
 CLINICAL_COUNTS_PER_SLICE = 1e5
 
-# Siemens LEHR collimator and Symbia detector (see the module docstring).
-LEHR_HOLE_DIAMETER_MM = 1.11
-LEHR_HOLE_LENGTH_MM = 24.05
-LEAD_MU_PER_MM_140KEV = 2.7
+# Siemens Symbia LEHR collimator and detector (see the module docstring).
 INTRINSIC_FWHM_MM = 3.8
 
 
 def lehr_system_fwhm(distance_mm):
-    """Textbook LEHR system resolution (FWHM, mm) at ``distance_mm`` from the collimator face."""
-    d = np.asarray(distance_mm, np.float64)
-    l_eff = LEHR_HOLE_LENGTH_MM - 2 / LEAD_MU_PER_MM_140KEV
-    geometric = LEHR_HOLE_DIAMETER_MM * (l_eff + d) / l_eff
-    return np.sqrt(INTRINSIC_FWHM_MM**2 + geometric**2)
+    """Textbook LEHR system resolution (FWHM, mm) at ``distance_mm`` from the collimator face:
+    :mod:`jaxspect._collimators`' ``"sy-lehr"`` at 140 keV, with the image plane at the
+    collimator's back face (``c = 0``, as in the paper's textbook formula)."""
+    return get_collimator("sy-lehr").system_fwhm_mm(distance_mm, 140.0, intrinsic_fwhm_mm=INTRINSIC_FWHM_MM,
+                                                    image_plane_mm=0.0)
 
 
 def lehr_psf(distance_range_mm=(25.0, 235.0)) -> GaussianPSF:
