@@ -148,20 +148,24 @@ def region_errors(images, truth, high, background):
 METRICS = ("high-uptake MAE", "background MAE", "image MSE")
 
 
-def evaluate_test(test: PhantomSet, networks: dict, geometry, *, osem_iteration, realisations, chunk=16):
+def evaluate_test(test: PhantomSet, networks: dict, geometry, *, osem_iteration=None, realisations, chunk=16):
     """Per method an array ``(realisations, 3)``: eq. (3) MAE high-uptake, background and image
     MSE, each averaged over the test phantoms, one row per noise realisation of the test set.
-    Methods: the networks, OSEM at ``osem_iteration`` and the per-case oracle OSEM."""
+    Methods: the networks and, with ``osem_iteration``, OSEM at that iteration and the per-case
+    oracle OSEM."""
     idx = np.arange(test.size)
-    out = {k: [] for k in (*networks, f"OSEM ({osem_iteration} it., val-chosen)", "OSEM oracle (test truth)")}
+    osem_names = () if osem_iteration is None else (f"OSEM ({osem_iteration} it., val-chosen)",
+                                                    "OSEM oracle (test truth)")
+    out = {k: [] for k in (*networks, *osem_names)}
     for r in range(realisations):
         data = test.with_count_level(test.count_level, realisation=r)
         batch = data.batch(idx, sinograms=False)
         sino = data.sinograms(idx)
         recs = {k: reconstruct(m, sino, batch.mumap) for k, m in networks.items()}
-        _, at_k, oracle = osem_path(geometry, sino, batch.mumap, batch.activity, max_iter=OSEM_CAP,
-                                    keep=osem_iteration, chunk=chunk)
-        recs.update(zip(list(out)[-2:], (at_k, oracle)))
+        if osem_iteration is not None:
+            _, at_k, oracle = osem_path(geometry, sino, batch.mumap, batch.activity, max_iter=OSEM_CAP,
+                                        keep=osem_iteration, chunk=chunk)
+            recs.update(zip(osem_names, (at_k, oracle)))
         for k, img in recs.items():
             e_high, e_bg = region_errors(img, batch.activity, batch.high_uptake, batch.background)
             mse = float(jnp.mean((img - batch.activity) ** 2))
@@ -241,6 +245,9 @@ def run_ablation(args, s, config, geometry, data):
     osem_k, curve = choose_osem_iteration(geometry, data["val"])
     print(f"OSEM iteration chosen on {data['val'].size} validation phantoms: {osem_k} "
           f"(mean MSE per iteration: {' '.join(f'{v:.3f}' for v in curve)})", flush=True)
+    osem = evaluate_test(data["test"], {}, geometry, osem_iteration=osem_k, realisations=args.realisations)
+    osem_key = next(k for k in osem if k.startswith("OSEM ("))
+    print(f"{osem_key}: test MAE high {pm(osem[osem_key][:, 0])}, background {pm(osem[osem_key][:, 1])}", flush=True)
     rows = []
     for l2 in args.ablation_l2:
         for lr in args.ablation_lr:
@@ -248,15 +255,12 @@ def run_ablation(args, s, config, geometry, data):
             t0 = time.perf_counter()
             r = train_two_stage(jax.random.fold_in(jax.random.key(args.seed), 10), data["train"], data["val"],
                                 config=cell, encoder_channels=s["channels"], decoder_channels=s["decoder_channels"])
-            res = evaluate_test(data["test"], {"SPECTnet": r.model}, geometry, osem_iteration=osem_k,
-                               realisations=args.realisations)
+            res = evaluate_test(data["test"], {"SPECTnet": r.model}, geometry, realisations=args.realisations)
             rows.append((l2, lr, r, res, time.perf_counter() - t0))
             ep = "/".join(str(len(x.val_metric)) for x in (r.autoencoder, r.projection, r.fine_tune))
             print(f"cell l2={l2:g} lr={lr:g}: epochs {ep}, {time.perf_counter() - t0:.0f} s; AE val MSE "
                   f"{r.autoencoder.val_metric.min():.4f}, fine-tune val MSE {r.fine_tune.val_metric.min():.4f}; "
                   f"test MAE high {pm(res['SPECTnet'][:, 0])}, background {pm(res['SPECTnet'][:, 1])}", flush=True)
-    osem = rows[0][3]
-    osem_key = next(k for k in osem if k.startswith("OSEM ("))
     n = args.realisations
     print(f"\n=== L2 x learning-rate ablation (two-stage training; test: {data['test'].size} phantoms x {n} noise "
           f"realisations, mean +- std over realisations) ===")
@@ -347,7 +351,9 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=None,
                         help="stop a stage when its best validation metric has not improved by >1%% in this "
                              "many epochs (default: 5 with --autoencoder, else off)")
-    parser.add_argument("--train", type=int, default=None, help="training phantoms")
+    parser.add_argument("--train", type=int, default=None, help="training phantoms (default: the size's)")
+    parser.add_argument("--val", type=int, default=None, help="validation phantoms")
+    parser.add_argument("--test", type=int, default=None, help="test phantoms")
     parser.add_argument("--oversample", type=int, default=2,
                         help="simulate on a grid this many times finer and bin down (1: the inverse crime)")
     parser.add_argument("--count-level", type=float, default=CLINICAL_COUNTS_PER_SLICE,
@@ -362,8 +368,9 @@ def main(argv=None):
         parser.error("--oversample and --realisations must be >= 1 and --count-level > 0")
     size_name = "quick" if args.quick else "small" if args.small else "full" if args.full else "default"
     s = dict(SIZES[size_name])
-    if args.train:
-        s["train"] = args.train
+    for name in ("train", "val", "test"):
+        if getattr(args, name):
+            s[name] = getattr(args, name)
     e_ae, e_proj, e_ft, e_e2e = args.epochs or s["epochs"]
     patience = args.patience if args.patience is not None else (5 if args.autoencoder else None)
     config = TrainingConfig(batch_size=args.batch_size or s["batch"], learning_rate=args.learning_rate or s["lr"],
@@ -380,7 +387,8 @@ def main(argv=None):
           f"down), Poisson noise at {args.count_level:.0e} counts per sinogram; phantoms train/val/test "
           f"{s['train']}/{s['val']}/{s['test']}; OSEM {OSEM_SUBSETS} subsets, iteration chosen on validation "
           f"(cap {OSEM_CAP})")
-    print(f"training: {dataclasses.asdict(config)}; encoder channels {s['channels'] or 'layout of the image size'}, "
+    print(f"training{' (l2 and learning_rate per ablation cell)' if args.ablation else ''}: "
+          f"{dataclasses.asdict(config)}; encoder channels {s['channels'] or 'layout of the image size'}, "
           f"decoder channels {s['decoder_channels']}", flush=True)
     if args.autoencoder:
         run_autoencoder(args, s, config)
