@@ -90,7 +90,8 @@ class TrainingConfig:
 @dataclasses.dataclass
 class StageResult:
     """One training stage: the kept model (lowest validation metric), per-epoch training loss
-    (mean over the epoch's steps), validation metric (``metric_name``), steps and seconds."""
+    (mean over the epoch's steps), validation metric (``metric_name``), steps and seconds
+    (the epochs actually run: fewer than the cap when the plateau rule stopped the stage)."""
 
     model: eqx.Module
     train_loss: np.ndarray
