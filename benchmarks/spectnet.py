@@ -1,11 +1,11 @@
 """SPECTnet (Shao, Rowe & Du 2021) against an honest OSEM baseline.
 
     python benchmarks/spectnet.py              # default: 128 x 128, ~1 h on 2 quiet CPU cores
-    python benchmarks/spectnet.py --small      # 64 x 64, a few hundred phantoms, ~15 min
+    python benchmarks/spectnet.py --small      # 64 x 64, 256/48/24 phantoms, ~10 min
     python benchmarks/spectnet.py --quick      # tiny smoke run (64 x 64, a few phantoms), < 3 min
     python benchmarks/spectnet.py --full       # the paper's sizes (16,000/2,000/2,000 phantoms,
                                                # 50/20/19 epochs, batch 160): an accelerator job
-    python benchmarks/spectnet.py --small --ablation     # L2 x learning-rate grid
+    python benchmarks/spectnet.py --small --ablation --patience 3   # L2 x learning-rate grid, ~25 min
     python benchmarks/spectnet.py --autoencoder --oversample 1   # the paper's autoencoder
                                                # (128 x 128 layout) until its validation MSE
                                                # plateaus, next to the paper's 0.076
@@ -70,8 +70,8 @@ SIZES = {
     # image, pixel mm, views, phantoms train/val/test, learning rate, epochs (AE, proj, FT, E2E), batch
     "quick": dict(image=64, pixel=4.0, nview=60, train=48, val=16, test=4, lr=1e-3, epochs=(2, 2, 2, 3),
                   batch=16, channels=None, decoder_channels=8, projection_batch=16),
-    "small": dict(image=64, pixel=4.0, nview=60, train=320, val=64, test=32, lr=1e-3, epochs=(30, 12, 8, 20),
-                  batch=32, channels=None, decoder_channels=8, projection_batch=32),
+    "small": dict(image=64, pixel=4.0, nview=60, train=256, val=48, test=24, lr=1e-3, epochs=(20, 8, 6, 10),
+                  batch=16, channels=None, decoder_channels=8, projection_batch=32),
     "default": dict(image=128, pixel=2.0, nview=120, train=1024, val=128, test=32, lr=1e-3,
                     epochs=(12, 8, 6, 14), batch=32, channels=(16, 32, 64, 128, 256), decoder_channels=8,
                     projection_batch=32),
