@@ -380,26 +380,28 @@ def main(argv=None):
     geometry = spectnet_geometry(image_size=s["image"], pixel_size=s["pixel"], nview=s["nview"])
     print(f"SPECTnet benchmark, size '{size_name}', seed {args.seed}, jax {jax.__version__} on "
           f"{jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
+    if args.autoencoder:
+        print(f"training: {dataclasses.asdict(config)}", flush=True)
+        run_autoencoder(args, s, config)
+        print(f"\nwhole benchmark {time.perf_counter() - t_start:.1f} s")
+        return
+    simulation = (f"simulated {args.oversample}x finer ({s['pixel'] / args.oversample:g}-mm pixels and bins, binned "
+                  f"down)" if args.oversample > 1 else "simulated with the reconstruction's own model (inverse crime)")
     print(f"reconstruction grid: {s['image']}x{s['image']} pixels of {s['pixel']} mm, {s['nview']} views over 360 deg "
           f"padded to {s['image']} rows, orbit radius {float(geometry.radii[0]):.0f} mm, LEHR Gaussian PSF "
           f"fwhm0 {float(geometry.psf.fwhm0):.2f} mm slope {float(geometry.psf.slope):.4f}")
-    print(f"data: simulated {args.oversample}x finer ({s['pixel'] / args.oversample:g}-mm pixels and bins, binned "
-          f"down), Poisson noise at {args.count_level:.0e} counts per sinogram; phantoms train/val/test "
+    print(f"data: {simulation}, Poisson noise at {args.count_level:.0e} counts per sinogram; phantoms train/val/test "
           f"{s['train']}/{s['val']}/{s['test']}; OSEM {OSEM_SUBSETS} subsets, iteration chosen on validation "
           f"(cap {OSEM_CAP})")
     print(f"training{' (l2 and learning_rate per ablation cell)' if args.ablation else ''}: "
           f"{dataclasses.asdict(config)}; encoder channels {s['channels'] or 'layout of the image size'}, "
           f"decoder channels {s['decoder_channels']}", flush=True)
-    if args.autoencoder:
-        run_autoencoder(args, s, config)
-    else:
-        data = make_data(jax.random.key(args.seed), s, geometry, args, table=not args.ablation)
-        t0 = time.perf_counter()
-        for d in data.values():
-            d.fill_cache()
-        print(f"simulation of {sum(d.size for d in data.values())} phantoms: {time.perf_counter() - t0:.1f} s",
-              flush=True)
-        (run_ablation if args.ablation else run_main)(args, s, config, geometry, data)
+    data = make_data(jax.random.key(args.seed), s, geometry, args, table=not args.ablation)
+    t0 = time.perf_counter()
+    for d in data.values():
+        d.fill_cache()
+    print(f"simulation of {sum(d.size for d in data.values())} phantoms: {time.perf_counter() - t0:.1f} s", flush=True)
+    (run_ablation if args.ablation else run_main)(args, s, config, geometry, data)
     print(f"\nwhole benchmark {time.perf_counter() - t_start:.1f} s")
 
 
