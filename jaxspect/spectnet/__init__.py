@@ -30,12 +30,19 @@ from ._acquisition import (
     PIXEL_MM as PIXEL_MM,
     RADIUS_MM as RADIUS_MM,
     add_poisson_noise as add_poisson_noise,
+    bin_sinogram as bin_sinogram,
     lehr_psf as lehr_psf,
     lehr_system_fwhm as lehr_system_fwhm,
+    oversampled_geometry as oversampled_geometry,
     project_phantoms as project_phantoms,
     spectnet_geometry as spectnet_geometry,
 )
-from ._data import PhantomSet as PhantomSet, SPECTnetBatch as SPECTnetBatch, split_keys as split_keys
+from ._data import (
+    PhantomSet as PhantomSet,
+    SPECTnetBatch as SPECTnetBatch,
+    downsample_phantoms as downsample_phantoms,
+    split_keys as split_keys,
+)
 from ._training import (
     StageResult as StageResult,
     TrainingConfig as TrainingConfig,

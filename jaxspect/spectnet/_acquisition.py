@@ -25,6 +25,18 @@ Gaussian collimator response "based on LEHR collimators"; 120 views over 360 deg
   collects about 5-10 million counts over ~70 two-millimetre transaxial rows of the brain,
   i.e. ~1e5 per 2-D sinogram.
 - The sinogram is padded from 120 to 128 rows by repeating its first 8 rows after the last.
+
+Simulation without the inverse crime (``oversample``)
+-----------------------------------------------------
+Reconstructing data made by the reconstruction's own model flatters the reconstruction. With
+``oversample = k`` the data are simulated on a grid ``k`` times finer than the reconstruction's
+(:func:`oversampled_geometry`: pixels and detector bins of ``pixel_size / k``, same views,
+orbit and LEHR response, the Gaussian taps re-integrated over the finer bins), from phantoms
+generated at that resolution, and the detector bins are merged ``k`` at a time
+(:func:`bin_sinogram`). Units: the projector's output is a sum over pixels of activity, so a
+unit of it stands for one pixel area's worth of activity; :func:`bin_sinogram` divides the sum
+of ``k`` bins by ``k^2`` so that the binned sinogram is in the coarse grid's units and the total
+activity seen (value times pixel area) is conserved.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ from .._psf import GaussianPSF
 from ._networks import views_to_sinogram
 
 __all__ = ["RADIUS_MM", "NVIEW", "PIXEL_MM", "CLINICAL_COUNTS_PER_SLICE", "lehr_psf", "lehr_system_fwhm",
-           "spectnet_geometry", "project_phantoms", "add_poisson_noise"]
+           "spectnet_geometry", "oversampled_geometry", "project_phantoms", "bin_sinogram", "add_poisson_noise"]
 
 RADIUS_MM = 130.0
 NVIEW = 120
@@ -83,6 +95,41 @@ def spectnet_geometry(*, image_size: int = 128, pixel_size: float = PIXEL_MM, nv
         raise ValueError(f"nview must be <= image_size (the sinogram is padded to a square), got {nview} > {image_size}")
     psf = lehr_psf() if psf is None else psf
     return SPECTGeometry((image_size, image_size, 1), (pixel_size,) * 3, psf, nview=nview, radii=radius)
+
+
+def oversampled_geometry(geometry: SPECTGeometry, factor: int) -> SPECTGeometry:
+    """The acquisition of ``geometry`` on a grid ``factor`` times finer: image ``(k n, k n, 1)``
+    of ``pixel_size / k`` mm pixels and detector bins, the same view angles and orbit radii, and
+    the same Gaussian response model (its taps re-integrated over the finer bins). ``factor = 1``
+    returns ``geometry``. The fine grid covers the same field of view; coarse pixel ``i`` holds
+    fine pixels ``k i .. k i + k - 1`` along each axis."""
+    if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"factor (oversample) must be a positive integer, got {factor!r}")
+    if factor == 1:
+        return geometry
+    if not isinstance(geometry.psf, GaussianPSF):
+        raise ValueError(f"oversampling needs a GaussianPSF geometry (its response is re-sampled), "
+                         f"got {type(geometry.psf).__name__}")
+    n, _, nz = geometry.image_shape
+    if nz != 1:
+        raise ValueError(f"geometry must be 2-D, image_shape (n, n, 1); got {geometry.image_shape}")
+    dx, _, dz = geometry.voxel_size
+    psf = GaussianPSF(geometry.psf.fwhm0, geometry.psf.slope)
+    return SPECTGeometry((factor * n, factor * n, 1), (dx / factor, dx / factor, dz), psf,
+                         angles=geometry.angles, radii=geometry.radii)
+
+
+def bin_sinogram(sinograms: Float[Array, "... nview m"], factor: int) -> Float[Array, "... nview m/factor"]:
+    """Merge detector bins ``factor`` at a time: ``(..., nview, k n) -> (..., nview, n)``, the
+    sum of each group of ``k`` bins divided by ``k^2`` (from fine-grid to coarse-grid activity
+    units; see the module docstring), so ``sum(out) * k^2 == sum(sinograms)``."""
+    if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    m = sinograms.shape[-1]
+    if m % factor:
+        raise ValueError(f"the number of detector bins ({m}) must be a multiple of factor={factor}")
+    grouped = sinograms.reshape(*sinograms.shape[:-1], m // factor, factor)
+    return jnp.sum(grouped, axis=-1) / factor**2
 
 
 @eqx.filter_jit

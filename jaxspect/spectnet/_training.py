@@ -13,6 +13,10 @@ MSE 0.076) and per-entry RMSE of codes (Figure 7). Phantoms are regenerated from
 every batch; their sinograms are computed on first use and (by default) cached in host memory
 (``4 * 120 * 128`` bytes each, 1.2 GB for the paper's 20,000), or recomputed every time with
 ``cache=False``. The model with the lowest validation loss over the epochs is kept.
+
+Stopping on a plateau (``TrainingConfig.patience``): a stage's epochs are then a cap, and the
+stage stops once its best validation metric has not improved by more than
+``min_improvement`` (relative, default 1%) for ``patience`` epochs in a row.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ class TrainingConfig:
         l2: L2 regularisation factor (0.08, MATLAB convention; see the module docstring).
         epochs_autoencoder: 50. epochs_projection: 20. epochs_fine_tune: 19.
         epochs_end_to_end: epochs of the one-step comparison (300 in Figure 12).
+        patience: stop a stage when its best validation metric has not improved by more than
+            ``min_improvement`` (relative) for this many epochs; the epochs above are then caps.
+            ``None`` (default): always run every epoch.
+        min_improvement: the relative improvement that resets the patience count (0.01).
     """
 
     batch_size: int = 160
@@ -61,8 +69,14 @@ class TrainingConfig:
     epochs_projection: int = 20
     epochs_fine_tune: int = 19
     epochs_end_to_end: int = 300
+    patience: int | None = None
+    min_improvement: float = 0.01
 
     def __post_init__(self):
+        if self.patience is not None and (not isinstance(self.patience, (int, np.integer)) or self.patience < 1):
+            raise ValueError(f"patience must be a positive integer or None, got {self.patience!r}")
+        if not 0 <= self.min_improvement < 1:
+            raise ValueError(f"min_improvement must lie in [0, 1), got {self.min_improvement!r}")
         for name in ("batch_size", "epochs_autoencoder", "epochs_projection", "epochs_fine_tune", "epochs_end_to_end"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (1 if name == "batch_size" else 0):
@@ -76,7 +90,8 @@ class TrainingConfig:
 @dataclasses.dataclass
 class StageResult:
     """One training stage: the kept model (lowest validation metric), per-epoch training loss
-    (mean over the epoch's steps), validation metric (``metric_name``), steps and seconds."""
+    (mean over the epoch's steps), validation metric (``metric_name``), steps and seconds
+    (the epochs actually run: fewer than the cap when the plateau rule stopped the stage)."""
 
     model: eqx.Module
     train_loss: np.ndarray
@@ -93,14 +108,52 @@ def _half_sse(pred, target):
     return 0.5 * jnp.mean(jnp.sum((pred - target) ** 2, axis=axes))
 
 
+class _Plateau:
+    """The plateau rule around a stage's ``validate``: once the best validation metric has not
+    improved by more than ``min_improvement`` for ``patience`` epochs, the remaining epochs of
+    :func:`jaxspect.training.train` get no batches and the last metric again (which never
+    replaces the kept best model), and the stage's history is cut at the stopping epoch."""
+
+    def __init__(self, validate, *, patience, min_improvement, epochs, log, name, metric_name):
+        self._validate, self.patience, self.min_improvement = validate, patience, min_improvement
+        self.epochs, self.log, self.name, self.metric_name = epochs, log, name, metric_name
+        self.values, self.stopped, self._reference, self._reference_epoch = [], False, np.inf, 0
+
+    def batches(self, train_data):
+        def batches(k):
+            if not self.stopped:
+                yield from train_data(k)
+        return batches
+
+    def validate(self, model):
+        if self.stopped:
+            return self.values[-1]
+        value = float(self._validate(model))
+        self.values.append(value)
+        epoch = len(self.values)
+        if value < self._reference * (1 - self.min_improvement):
+            self._reference, self._reference_epoch = value, epoch
+        self.stopped = epoch - self._reference_epoch >= self.patience
+        if self.log:
+            stop = (f"; no {100 * self.min_improvement:g}% improvement in {self.patience} epochs: stopping"
+                    if self.stopped and epoch < self.epochs else "")
+            print(f"{self.name} epoch {epoch}/{self.epochs} (cap): {self.metric_name} {value:.4g}{stop}", flush=True)
+        return value
+
+
 def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig, key, log, name, metric_name):
     """One stage through :func:`jaxspect.training.train`: Adam with the L2 penalty on the
     convolution and linear weights, batch-norm statistics updated after each step, the model
-    with the lowest validation metric kept."""
+    with the lowest validation metric kept (and the plateau rule with ``config.patience``)."""
     optimizer = make_optimizer(float(config.learning_rate), algorithm="adam", l2=float(config.l2), l2_mask=weight_mask)
     if epochs == 0:
         return StageResult(model, np.zeros(0), np.zeros(0), metric_name, -1, 0, 0.0)
     step_losses = []
+    plateau = None
+    if config.patience is not None:
+        plateau = _Plateau(validate, patience=config.patience, min_improvement=config.min_improvement,
+                           epochs=epochs, log=log, name=name, metric_name=metric_name)
+        train_data, validate = plateau.batches(train_data), plateau.validate
 
     def batches(k):
         for data in train_data(k):
@@ -109,10 +162,11 @@ def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig
 
     result = train(model, loss_fn, batches, epochs=epochs, optimizer=optimizer, key=key,
                    trainable=trainable_filter(model), validate=validate, after_step=update_batch_statistics,
-                   log=log, label=f"{name} ")
+                   log=log and plateau is None, label=f"{name} ")
     h = result.history
-    return StageResult(result.model, h["train_loss"], h["val_loss"], metric_name, result.best_epoch,
-                       len(step_losses), float(np.sum(h["seconds"])))
+    ran = epochs if plateau is None else len(plateau.values)
+    return StageResult(result.model, h["train_loss"][:ran], h["val_loss"][:ran], metric_name, result.best_epoch,
+                       len(step_losses), float(np.sum(h["seconds"][:ran])))
 
 
 @eqx.filter_jit
