@@ -102,7 +102,7 @@ def test_cli_collimator_and_no_silent_default(tmp_path, capsys):
     js.io.write_interfile(windowed, js.io.ProjectionData(counts, angles, 150.0, (6.0, 6.0), windows={"w": counts},
                                                          window_ranges_kev={"w": (187.6, 229.2)}, photopeak="w"))
     out = str(tmp_path / "r.nii")
-    base = ["--output", out, "--iterations", "1", "--subsets", "1", "--no-progress"]
+    base = ["--output", out, "--iterations", "1", "--subsets", "1", "--no-progress", "--overwrite"]
     _fails(capsys, ["reconstruct", str(plain), *base], "no collimator response given", "--collimator NAME")
     _fails(capsys, ["reconstruct", str(plain), *base, "--collimator", "sy-me"], "photopeak energy is not recorded",
            "--energy KEV")
