@@ -290,6 +290,18 @@ def test_dicom_errors_exit_2(tmp_path, capsys):
     ds["PixelData"].is_undefined_length = True
     ds.save_as(path)
     _fails(capsys, ["reconstruct", path, "--output", out], "compressed.dcm", "cannot decode PixelData")
+    # deflate-compressed data set: its inflated size is unbounded, refused before reading it
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    path = tmp_path / "deflated.dcm"
+    _nm_dataset(path)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    with pytest.raises(jio.FileCheckError, match="deflate-compressed"):
+        jio.read_dicom_projections(path)
+    _fails(capsys, ["reconstruct", path, "--output", out], "deflated.dcm", "deflate-compressed")
 
 
 def test_interfile_header_oddities(files):

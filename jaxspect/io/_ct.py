@@ -65,7 +65,9 @@ from pathlib import Path
 import numpy as np
 
 from .._attenuation_coefficients import linear_attenuation
+from ._dicom import read_dicom_dataset
 from ._dicom_meta import dicom_metadata
+from ._safety import FileCheckError
 
 # Carney et al. 2006, 511 keV: kVp -> (a 1/cm, b 1/cm, break point HU)
 CARNEY_511KEV = {80: (3.64e-5, 6.26e-2, 50.0), 100: (4.43e-5, 5.44e-2, 52.0), 110: (4.92e-5, 4.88e-2, 43.0),
@@ -125,14 +127,6 @@ class DicomVolume:
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
 
 
-def _import_pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError('reading DICOM needs pydicom: pip install "jaxspect[io]"') from None
-    return pydicom
-
-
 def _require(ds, keyword, tag, path):
     value = getattr(ds, keyword, None)
     if value is None or (hasattr(value, "__len__") and len(value) == 0):
@@ -188,13 +182,9 @@ def _multiframe(ds, path) -> DicomVolume:
 def read_dicom_volume(path, *, series_uid: str | None = None) -> DicomVolume:
     """Read a DICOM image volume: a folder of single-frame slices (a CT series) or one
     multi-frame file. See the module docstring for the layout and the checks."""
-    pydicom = _import_pydicom()
     path = Path(path)
     if path.is_file():
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as e:
-            raise ValueError(f"{path} is not a readable DICOM file: {e}") from None
+        ds = read_dicom_dataset(path)
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             return _multiframe(ds, path)
         files = [path]
@@ -205,8 +195,10 @@ def read_dicom_volume(path, *, series_uid: str | None = None) -> DicomVolume:
     slices = []
     for file in files:
         try:
-            ds = pydicom.dcmread(file)
-        except Exception:
+            ds = read_dicom_dataset(file)
+        except FileCheckError:
+            raise
+        except ValueError:
             continue  # DICOMDIR, notes, thumbnails: not slices
         if "PixelData" not in ds or not hasattr(ds, "ImagePositionPatient"):
             continue

@@ -32,6 +32,7 @@ import numpy as np
 
 from ._affine import nm_grid_centre
 from ._dicom_meta import dicom_metadata
+from ._safety import FileCheckError
 from ._projections import ProjectionData, check_counts, frames_to_views, gantry_angles_deg
 from ._scatter import dew_scatter, pick_windows, tew_scatter
 
@@ -140,6 +141,27 @@ def _decode_frames(ds, f: _Fields, path) -> np.ndarray:
         raise ValueError(f"DICOM file {path}: cannot decode PixelData (transfer syntax {name}): {reason}") from None
 
 
+def read_dicom_dataset(path):
+    """``pydicom.dcmread(path)`` with a bounded memory use: a deflate-compressed file (transfer
+    syntax 1.2.840.10008.1.2.1.99, whose inflated size nothing in the file bounds before it is
+    inflated) is refused before its data set is read. ``ValueError`` naming the file otherwise."""
+    pydicom = _import_pydicom()
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        syntax = getattr(read_file_meta_info(path), "TransferSyntaxUID", None)
+    except Exception:  # no file meta (raw data set) or not DICOM: dcmread below says which
+        syntax = None
+    if syntax == DeflatedExplicitVRLittleEndian:
+        raise FileCheckError(f"DICOM file {path} is deflate-compressed (transfer syntax {syntax}); its inflated size is "
+                         "not bounded before reading: inflate it first (e.g. dcmconv +te) and read the result")
+    try:
+        return pydicom.dcmread(path)
+    except Exception as e:  # pydicom raises InvalidDicomError and others
+        raise ValueError(f"{path} is not a readable DICOM file: {e}") from None
+
+
 def read_dicom_projections(
     path,
     *,
@@ -173,16 +195,12 @@ def read_dicom_projections(
         views per head x heads), angles in radians (jaxspect's convention), radii in mm, every
         window in ``windows`` and the scatter estimate in ``background``.
     """
-    pydicom = _import_pydicom()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"DICOM file not found: {path}")
     if scatter not in ("none", "tew", "dew"):
         raise ValueError(f"scatter must be 'none', 'tew' or 'dew', got {scatter!r}")
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as e:  # pydicom raises InvalidDicomError and others
-        raise ValueError(f"{path} is not a readable DICOM file: {e}") from None
+    ds = read_dicom_dataset(path)
     f = _Fields(ds, path)
     modality = getattr(ds, "Modality", None)
     if modality is not None and modality != "NM":
