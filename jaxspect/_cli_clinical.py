@@ -185,10 +185,26 @@ def ct_mumap(args, data):
     return mumap
 
 
+def _collimator_psf(collimator, args, data, where, intrinsic_140kev_mm=None):
+    """``(energy keV, intrinsic FWHM mm or None, GaussianPSF)`` of ``collimator`` at the photopeak,
+    fitted over the distances this orbit spans; an intrinsic FWHM recorded at 140 keV is scaled
+    as ``1/sqrt(E)``. Errors name ``where``."""
+    from ._collimators import psf_distance_range
+
+    energy = photopeak_kev(args, data)
+    intrinsic = None if intrinsic_140kev_mm is None else intrinsic_140kev_mm * (140.0 / energy) ** 0.5
+    try:
+        psf = collimator.psf(energy, intrinsic_fwhm_mm=intrinsic,
+                             distance_range_mm=psf_distance_range(data.radii, data.image_shape, data.voxel_size_mm))
+    except ValueError as e:
+        raise UsageError(f"{where}: {e}") from None
+    return energy, intrinsic, psf
+
+
 def gaussian_psf(args, data):
     """The Gaussian PSF from --collimator, --fwhm0/--slope, or the projection file; never assumed."""
     from . import io as jio
-    from ._collimators import get_collimator, psf_distance_range
+    from ._collimators import get_collimator
     from ._psf import GaussianPSF
 
     if data.radii is None:
@@ -202,12 +218,7 @@ def gaussian_psf(args, data):
             collimator = get_collimator(args.collimator)
         except ValueError as e:
             raise UsageError(f"--collimator: {e}") from None
-        energy = photopeak_kev(args, data)
-        distances = psf_distance_range(data.radii, data.image_shape, data.voxel_size_mm)
-        try:
-            psf = collimator.psf(energy, distance_range_mm=distances)
-        except ValueError as e:
-            raise UsageError(f"--collimator {args.collimator}: {e}") from None
+        energy, _, psf = _collimator_psf(collimator, args, data, f"--collimator {args.collimator}")
         print(f"jaxspect: collimator {collimator.name} ({collimator.description}) at {energy:.4g} keV: "
               f"system FWHM {float(collimator.system_fwhm_mm(100.0, energy)):.2f} mm at 100 mm; "
               f"Gaussian PSF fwhm0 {float(psf.fwhm0):.3g} mm, slope {float(psf.slope):.4g}", flush=True)
@@ -223,14 +234,8 @@ def gaussian_psf(args, data):
                              f"(Manufacturer {data.metadata.get('Manufacturer', 'not given')!r}), which is not in "
                              "jaxspect's table: pass --collimator NAME (`jaxspect collimators`) or --fwhm0/--slope")
     if named is not None:
-        energy = photopeak_kev(args, data)
-        intrinsic = data.metadata.get("intrinsic_fwhm_mm")
-        intrinsic = None if intrinsic is None else intrinsic * (140.0 / energy) ** 0.5
-        try:
-            psf = named.psf(energy, intrinsic_fwhm_mm=intrinsic,
-                            distance_range_mm=psf_distance_range(data.radii, data.image_shape, data.voxel_size_mm))
-        except ValueError as e:
-            raise UsageError(f"{args.projections}: collimator {named.name}: {e}") from None
+        energy, intrinsic, psf = _collimator_psf(named, args, data, f"{args.projections}: collimator {named.name}",
+                                                 intrinsic_140kev_mm=data.metadata.get("intrinsic_fwhm_mm"))
         print(f"jaxspect: collimator {named.name} at {energy:.4g} keV, intrinsic FWHM "
               f"{'default' if intrinsic is None else f'{intrinsic:.3g} mm'}, as named in {args.projections}: "
               f"Gaussian PSF fwhm0 {float(psf.fwhm0):.3g} mm, slope {float(psf.slope):.4g}", flush=True)
