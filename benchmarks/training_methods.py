@@ -9,7 +9,10 @@ update is beta / (1 + beta) in a voxel of typical activity and sensitivity), the
 all methods from the same initial weights. Training: AdamW, learning rate 0.002 (the paper's;
 ``--cosine`` decays it to 0), one patient per step, relative squared error to the true
 activity, the model with the lowest validation loss kept. Sequential training runs ``--epochs``
-for each of its 3 networks, as in the paper.
+for each of its 3 networks, as in the paper. With ``--patience N`` the epochs are a cap and each
+run (each network, for sequential) stops once its validation loss has not fallen
+``--min-improvement`` (relative) below its best for N epochs: "trained until the validation
+loss flattened".
 
 Baselines, on the same test data:
 - ``OSEM 16x4``: the warm start, the paper's baseline;
@@ -27,6 +30,7 @@ Usage::
 
     python benchmarks/training_methods.py                  # default size, ~1 h on 2 cores
     python benchmarks/training_methods.py --quick          # smoke run (~2 min)
+    python benchmarks/training_methods.py --epochs 600 --patience 40 --min-improvement 0.005  # to a plateau
     python benchmarks/training_methods.py --size fine      # 4.8 mm voxels, liver field of view
     python benchmarks/training_methods.py --size full      # the paper's size (GPU)
 """
@@ -119,6 +123,10 @@ def main(argv=None):
     parser.add_argument("--size", choices=list(SIZES), default="default")
     parser.add_argument("--quick", action="store_true", help="--size quick with few epochs and patients")
     parser.add_argument("--epochs", type=int, default=150, help="epochs per method (per network for sequential)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop a run when its validation loss has not improved for this many epochs")
+    parser.add_argument("--min-improvement", type=float, default=0.005,
+                        help="relative improvement that resets --patience (default 0.005)")
     parser.add_argument("--beta", type=float, default=0.3, help="dimensionless regularisation strength")
     parser.add_argument("--network", default="paper", help="paper, scnn, or both: paper,scnn")
     parser.add_argument("--zero-init", action="store_true", help="start every network as the identity")
@@ -157,6 +165,7 @@ def main(argv=None):
     print(f"model: K=3 outer x 1 inner, beta={args.beta} (dimensionless), parameters per iteration: {sizes}"
           f"{' (last layers zero: identity start)' if args.zero_init else ''}; AdamW lr 0.002"
           f"{' cosine-decayed' if args.cosine else ''}; {args.epochs} epochs per method"
+          f"{f' at most (patience {args.patience}, {100 * args.min_improvement:g}%)' if args.patience else ''}"
           f"{' (per network for sequential)' if 'sequential' in methods else ''}")
 
     start = time.perf_counter()
@@ -186,7 +195,8 @@ def main(argv=None):
             t = time.perf_counter()
             fitted = fit(init, train, val, epochs=args.epochs, gradient=METHODS[method], batch_size=1,
                          learning_rate=lr, clip_norm=args.clip_norm, key=jax.random.key(r),
-                         voi_masks=voi_masks(val_p), checkpoint=ckpt, log=args.log)
+                         voi_masks=voi_masks(val_p), checkpoint=ckpt, log=args.log, patience=args.patience,
+                         min_improvement=args.min_improvement)
             train_seconds += time.perf_counter() - t
             seconds.append(fitted.seconds_per_epoch)
             if r == 0:

@@ -17,6 +17,9 @@ stages and the benchmarks all train through it.
   the PRNG key and the history, written atomically (temporary file, then rename) every
   ``checkpoint_every`` epochs. Calling :func:`train` again with the same path resumes from the
   last completed epoch; the result is the same as an uninterrupted run with the same key.
+- Early stopping (``patience=N``): once the best ``monitor`` value has not improved by more than
+  the fraction ``min_improvement`` for ``N`` epochs, training stops; ``epochs`` is then a cap.
+  The history ends at the stopping epoch and ``TrainingResult.stopped`` says so.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from jaxtyping import PRNGKeyArray
 
 __all__ = ["TrainingResult", "make_optimizer", "train"]
 
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,6 +94,7 @@ class TrainingResult(eqx.Module):
         best_epoch: 0-based index of the kept epoch.
         seconds_per_epoch: median epoch time, the first (compiling) epoch excluded when there is
             more than one.
+        stopped: whether the plateau rule (``patience``) ended training before ``epochs``.
     """
 
     model: Any
@@ -98,6 +102,7 @@ class TrainingResult(eqx.Module):
     history: dict
     best_epoch: int
     seconds_per_epoch: float
+    stopped: bool = False
 
 
 @eqx.filter_jit
@@ -176,6 +181,8 @@ def train(
     after_step: Callable | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
+    patience: int | None = None,
+    min_improvement: float = 0.0,
     log: bool = False,
     label: str = "",
 ) -> TrainingResult:
@@ -195,14 +202,24 @@ def train(
         after_step: ``(model, aux) -> model`` after each step (e.g. batch-norm statistics).
         checkpoint: file to checkpoint to and resume from; ``checkpoint_every`` epochs apart
             (and after the last one).
+        patience: stop once the best ``monitor`` value (validation, else training loss) has not
+            fallen below ``(1 - min_improvement)`` times the last such improvement for this many
+            epochs (``None``: run all ``epochs``).
+        min_improvement: the relative improvement (a fraction, e.g. ``0.01``) that resets the
+            patience counter.
         log: print one line per epoch, prefixed with ``label``.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if patience is not None and (int(patience) != patience or patience < 1):
+        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+    if not 0 <= float(min_improvement) < 1:
+        raise ValueError(f"min_improvement must be a fraction in [0, 1), got {min_improvement!r}")
     opt_state = optimizer.init(eqx.filter(model, trainable))
     best, best_value, best_epoch, start_epoch = model, np.inf, -1, 0
+    reference, reference_epoch, stopped = np.inf, 0, False  # the plateau rule's state
     history: dict[str, list] = {"train_loss": [], "seconds": []}
     fingerprint = _structure((model, opt_state)) + f"|{label}|{monitor}"
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -212,9 +229,13 @@ def train(
         history = {k: list(v) for k, v in meta["history"].items()}
         start_epoch, best_epoch = meta["epoch"], meta["best_epoch"]
         best_value = np.inf if meta["best_value"] is None else meta["best_value"]
+        reference = np.inf if meta["reference"] is None else meta["reference"]
+        reference_epoch, stopped = meta["reference_epoch"], meta["stopped"]
         if log:
             print(f"{label}resumed from {checkpoint} after epoch {start_epoch}", flush=True)
     for epoch in range(start_epoch, int(epochs)):
+        if stopped:
+            break
         key, sub = jax.random.split(key)
         start = time.perf_counter()
         losses = []
@@ -232,15 +253,22 @@ def train(
         current = record.get(monitor, history["train_loss"][-1])
         if current < best_value:
             best, best_value, best_epoch = model, float(current), epoch
+        if current < reference * (1 - float(min_improvement)):
+            reference, reference_epoch = float(current), epoch + 1
+        stopped = patience is not None and epoch + 1 - reference_epoch >= patience and epoch + 1 < epochs
         if log:
             extra = "".join(f", {k} {v:.4g}" for k, v in record.items())
+            stop = (f"; {monitor} not {100 * float(min_improvement):g}% below its best for {patience} epochs: "
+                    "stopping" if stopped else "")
             print(f"{label}epoch {epoch + 1}/{epochs}: train_loss {history['train_loss'][-1]:.4g}{extra} "
-                  f"({history['seconds'][-1]:.2f} s)", flush=True)
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+                  f"({history['seconds'][-1]:.2f} s){stop}", flush=True)
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stopped):
+            finite = lambda v: None if not np.isfinite(v) else v
             meta = {"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                    "best_epoch": best_epoch, "best_value": None if not np.isfinite(best_value) else best_value,
-                    "history": history}
+                    "best_epoch": best_epoch, "best_value": finite(best_value), "reference": finite(reference),
+                    "reference_epoch": reference_epoch, "stopped": stopped, "history": history}
             _write_checkpoint(checkpoint, meta, (model, opt_state, best, _key_data(key)))
     times = history["seconds"]
     seconds = float(np.median(times[1:] if len(times) > 1 else times)) if times else float("nan")
-    return TrainingResult(best, model, {k: np.asarray(v) for k, v in history.items()}, best_epoch, seconds)
+    return TrainingResult(best, model, {k: np.asarray(v) for k, v in history.items()}, best_epoch, seconds,
+                          stopped)

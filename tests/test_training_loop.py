@@ -73,6 +73,31 @@ def test_clipping_and_schedule_take_effect():
     assert float(step) == pytest.approx(1e-3, rel=1e-4)
 
 
+def test_early_stopping_on_a_plateau(tmp_path):
+    model, batches, (x, y) = _regression(jax.random.key(0))
+    opt = make_optimizer(0.05, algorithm="adam")
+    # A validation metric that improves for 5 epochs and then stays flat: with patience 3 the
+    # run stops 3 epochs after the last improvement, well before the cap of 50.
+    values = iter([5.0, 4.0, 3.0, 2.0, 1.0] + [1.0] * 100)
+    run = lambda **kw: train(model, squared_error, batches, epochs=50, optimizer=opt, key=jax.random.key(1),
+                             patience=3, **kw)
+    result = run(validate=lambda m: next(values))
+    assert result.stopped and len(result.history["val_loss"]) == 8 and result.best_epoch == 4
+    # min_improvement: steps of 1% do not count as progress when 5% is required
+    slow = iter(list(10.0 * 0.99 ** np.arange(100)))
+    result = run(validate=lambda m: next(slow), min_improvement=0.05)
+    assert result.stopped and len(result.history["train_loss"]) == 4
+    # a stopped run's checkpoint stays stopped when resumed with a higher cap
+    ckpt = tmp_path / "stop.ckpt"
+    values = iter([3.0, 2.0] + [2.0] * 100)
+    first = run(validate=lambda m: next(values), checkpoint=ckpt)
+    again = train(model, squared_error, batches, epochs=80, optimizer=opt, key=jax.random.key(1), patience=3,
+                  validate=lambda m: 0.0, checkpoint=ckpt)
+    assert first.stopped and again.stopped and len(again.history["val_loss"]) == len(first.history["val_loss"]) == 5
+    with pytest.raises(ValueError, match="patience"):
+        train(model, squared_error, batches, epochs=5, optimizer=opt, key=jax.random.key(1), patience=0)
+
+
 def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     model, batches, (x, y) = _regression(jax.random.key(3))
     opt = make_optimizer(0.05, algorithm="adamw", weight_decay=1e-3)

@@ -193,6 +193,8 @@ def fit(
     voi_masks: Mapping[str, Bool[Array, "p nx ny nz"]] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
+    patience: int | None = None,
+    min_improvement: float = 0.0,
     log: bool = False,
 ) -> FitResult:
     """Train ``model`` with AdamW on :func:`training_loss` (relative squared error to ``train.target``).
@@ -209,6 +211,11 @@ def fit(
     names a file that is written every ``checkpoint_every`` epochs and resumed from when it
     exists (sequential training uses one file per network, ``<checkpoint>.k<k>``). Shuffling
     uses ``key``; results are reproducible for a given key, resumed or not.
+
+    ``patience`` stops training (each network, for sequential training) once the validation
+    loss (the training loss without ``val``) has not fallen by the fraction ``min_improvement``
+    below its best for that many epochs; ``epochs`` is then a cap (see
+    :func:`jaxspect.training.train`).
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -216,7 +223,8 @@ def fit(
         raise TypeError(f"gradient must be EndToEnd(), Truncated() or Sequential(), got {gradient!r}")
     optimizer = make_optimizer(learning_rate, algorithm="adamw", weight_decay=float(weight_decay),
                                clip_norm=None if clip_norm is None else float(clip_norm))
-    common = dict(epochs=int(epochs), optimizer=optimizer, log=log, checkpoint_every=checkpoint_every)
+    common = dict(epochs=int(epochs), optimizer=optimizer, log=log, checkpoint_every=checkpoint_every,
+                  patience=patience, min_improvement=min_improvement)
     if isinstance(gradient, Sequential):
         return _fit_sequential(model, train, val, batch_size=batch_size, key=key, voi_masks=voi_masks,
                                checkpoint=checkpoint, **common)

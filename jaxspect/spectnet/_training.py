@@ -108,39 +108,6 @@ def _half_sse(pred, target):
     return 0.5 * jnp.mean(jnp.sum((pred - target) ** 2, axis=axes))
 
 
-class _Plateau:
-    """The plateau rule around a stage's ``validate``: once the best validation metric has not
-    improved by more than ``min_improvement`` for ``patience`` epochs, the remaining epochs of
-    :func:`jaxspect.training.train` get no batches and the last metric again (which never
-    replaces the kept best model), and the stage's history is cut at the stopping epoch."""
-
-    def __init__(self, validate, *, patience, min_improvement, epochs, log, name, metric_name):
-        self._validate, self.patience, self.min_improvement = validate, patience, min_improvement
-        self.epochs, self.log, self.name, self.metric_name = epochs, log, name, metric_name
-        self.values, self.stopped, self._reference, self._reference_epoch = [], False, np.inf, 0
-
-    def batches(self, train_data):
-        def batches(k):
-            if not self.stopped:
-                yield from train_data(k)
-        return batches
-
-    def validate(self, model):
-        if self.stopped:
-            return self.values[-1]
-        value = float(self._validate(model))
-        self.values.append(value)
-        epoch = len(self.values)
-        if value < self._reference * (1 - self.min_improvement):
-            self._reference, self._reference_epoch = value, epoch
-        self.stopped = epoch - self._reference_epoch >= self.patience
-        if self.log:
-            stop = (f"; no {100 * self.min_improvement:g}% improvement in {self.patience} epochs: stopping"
-                    if self.stopped and epoch < self.epochs else "")
-            print(f"{self.name} epoch {epoch}/{self.epochs} (cap): {self.metric_name} {value:.4g}{stop}", flush=True)
-        return value
-
-
 def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig, key, log, name, metric_name):
     """One stage through :func:`jaxspect.training.train`: Adam with the L2 penalty on the
     convolution and linear weights, batch-norm statistics updated after each step, the model
@@ -149,11 +116,6 @@ def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig
     if epochs == 0:
         return StageResult(model, np.zeros(0), np.zeros(0), metric_name, -1, 0, 0.0)
     step_losses = []
-    plateau = None
-    if config.patience is not None:
-        plateau = _Plateau(validate, patience=config.patience, min_improvement=config.min_improvement,
-                           epochs=epochs, log=log, name=name, metric_name=metric_name)
-        train_data, validate = plateau.batches(train_data), plateau.validate
 
     def batches(k):
         for data in train_data(k):
@@ -162,11 +124,10 @@ def _fit(model, loss_fn, train_data, validate, *, epochs, config: TrainingConfig
 
     result = train(model, loss_fn, batches, epochs=epochs, optimizer=optimizer, key=key,
                    trainable=trainable_filter(model), validate=validate, after_step=update_batch_statistics,
-                   log=log and plateau is None, label=f"{name} ")
+                   patience=config.patience, min_improvement=config.min_improvement, log=log, label=f"{name} ")
     h = result.history
-    ran = epochs if plateau is None else len(plateau.values)
-    return StageResult(result.model, h["train_loss"][:ran], h["val_loss"][:ran], metric_name, result.best_epoch,
-                       len(step_losses), float(np.sum(h["seconds"][:ran])))
+    return StageResult(result.model, h["train_loss"], h["val_loss"], metric_name, result.best_epoch,
+                       len(step_losses), float(np.sum(h["seconds"])))
 
 
 @eqx.filter_jit
