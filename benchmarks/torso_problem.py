@@ -124,13 +124,28 @@ def make_patient(seed: int, size: ProblemSize, n_noise: int, *, fine: bool = Tru
     }
 
 
-def training_data(patients, realisation: int) -> TrainingData:
-    """Patients of one noise realisation, with OSEM 16x4 warm starts."""
+def lesion_weights(patient, strength: float) -> np.ndarray:
+    """Voxel weights of the training loss that make the lesions count: ``1`` everywhere, plus
+    ``strength * N / (n_L * N_l)`` in lesion ``l`` (``N`` voxels in the image, ``n_L`` lesions,
+    ``N_l`` voxels in lesion ``l``), so that together the lesions' extra weight is ``strength``
+    times the whole image's and every lesion, small or large, gets the same share."""
+    lesions = [m for name, m in patient["masks"].items() if name.startswith("lesion_") and m.any()]
+    w = np.ones(patient["target"].shape)
+    for m in lesions:
+        w += m * strength * w.size / (len(lesions) * m.sum())
+    return w
+
+
+def training_data(patients, realisation: int, lesion_weight: float = 0.0) -> TrainingData:
+    """Patients of one noise realisation, with OSEM 16x4 warm starts (and, with
+    ``lesion_weight > 0``, the loss weights of :func:`lesion_weights`)."""
     projectors = stack_projectors([p["projector"] for p in patients])
     y = jnp.stack([p["counts"][realisation] for p in patients])
     background = jnp.stack([p["background"] for p in patients])
     x0 = batch_osem(projectors, y, n_iter=16, n_subsets=4, background=background)
-    return TrainingData(projectors, y, background, x0, jnp.stack([p["target"] for p in patients]))
+    weights = (jnp.asarray(np.stack([lesion_weights(p, lesion_weight) for p in patients]), jnp.float32)
+               if lesion_weight > 0 else None)
+    return TrainingData(projectors, y, background, x0, jnp.stack([p["target"] for p in patients]), weights)
 
 
 def voi_masks(patients) -> dict:

@@ -127,6 +127,8 @@ def main(argv=None):
                         help="stop a run when its validation loss has not improved for this many epochs")
     parser.add_argument("--min-improvement", type=float, default=0.005,
                         help="relative improvement that resets --patience (default 0.005)")
+    parser.add_argument("--lesion-weight", type=float, default=0.0,
+                        help="train on the lesion-weighted loss (torso_problem.lesion_weights) with this strength")
     parser.add_argument("--beta", type=float, default=0.3, help="dimensionless regularisation strength")
     parser.add_argument("--network", default="paper", help="paper, scnn, or both: paper,scnn")
     parser.add_argument("--zero-init", action="store_true", help="start every network as the identity")
@@ -166,6 +168,7 @@ def main(argv=None):
           f"{' (last layers zero: identity start)' if args.zero_init else ''}; AdamW lr 0.002"
           f"{' cosine-decayed' if args.cosine else ''}; {args.epochs} epochs per method"
           f"{f' at most (patience {args.patience}, {100 * args.min_improvement:g}%)' if args.patience else ''}"
+          f"{f'; lesion-weighted loss, strength {args.lesion_weight:g}' if args.lesion_weight else ''}"
           f"{' (per network for sequential)' if 'sequential' in methods else ''}")
 
     start = time.perf_counter()
@@ -188,7 +191,7 @@ def main(argv=None):
         results[name] = []
         seconds, train_seconds = [], 0.0
         for r in range(args.noise if args.retrain else 1):
-            train, val = training_data(train_p, r), training_data(val_p, r)
+            train, val = training_data(train_p, r, args.lesion_weight), training_data(val_p, r, args.lesion_weight)
             ckpt = None if not args.checkpoint_dir else os.path.join(args.checkpoint_dir, f"{method}-{network}-r{r}.ckpt")
             if ckpt:
                 os.makedirs(args.checkpoint_dir, exist_ok=True)

@@ -147,3 +147,29 @@ def test_fit_records_vois_resumes_and_reuses_the_compiled_step(rng, tmp_path, mo
     assert len(seq.history["val_MAE/hot"]) == 2 * 2  # two networks, one after the other
     with pytest.raises(ValueError, match="voi_masks"):
         fit(model, train_set, val, epochs=1, key=jax.random.key(0), voi_masks={"bad": masks["hot"][:1]})
+
+
+def test_weighted_loss_and_its_checks(rng):
+    from jaxspect.recon import relative_squared_error
+
+    x = jnp.asarray(rng.random((2, 4, 4, 3)), jnp.float32)
+    t = jnp.asarray(rng.random((2, 4, 4, 3)) + 0.5, jnp.float32)
+    w = jnp.asarray(rng.random((2, 4, 4, 3)), jnp.float32)
+    expected = np.mean([np.sum(w[p] * (x[p] - t[p]) ** 2) / np.sum(w[p] * t[p] ** 2) for p in range(2)])
+    assert float(relative_squared_error(x, t, w)) == pytest.approx(expected, rel=1e-5)
+    assert float(relative_squared_error(x, t, 3 * jnp.ones_like(t))) == pytest.approx(float(relative_squared_error(x, t)))
+    # zero weight where the image is wrong: the error there does not count
+    wrong = t.at[:, 0].add(10.0)
+    mask = jnp.ones_like(t).at[:, 0].set(0.0)
+    assert float(relative_squared_error(wrong, t, mask)) == 0.0
+    from jaxspect.recon import TrainingData
+
+    images = jnp.ones((3, 4, 4, 3))
+    weighted = TrainingData(None, jnp.ones((3, 4, 3, 5)), jnp.zeros(3), images, images, 2 * images,
+                            shared_projector=True)
+    assert weighted.take(np.array([2, 0])).weights.shape == (2, 4, 4, 3)
+    bad = eqx.tree_at(lambda d: d.weights, weighted, -weighted.weights)
+    with pytest.raises(ValueError, match="train.weights must be finite and >= 0"):
+        fit(None, bad, epochs=1, key=jax.random.key(0))  # the data are checked before the model is used
+    with pytest.raises(ValueError, match="val.weights must be shaped like"):
+        fit(None, weighted, eqx.tree_at(lambda d: d.weights, weighted, images[:, :2]), epochs=1, key=jax.random.key(0))

@@ -35,6 +35,9 @@ class TrainingData(eqx.Module):
         background: mean background ``(P, nx, nz, nview)`` (or ``(P,)`` scalars).
         x0: warm starts ``(P, nx, ny, nz)`` (e.g. OSEM 16x4).
         target: true activities ``(P, nx, ny, nz)``.
+        weights: optional voxel weights ``(P, nx, ny, nz)`` (dimensionless, >= 0) of the
+            training loss (see :func:`relative_squared_error`), e.g. to make small lesions
+            count; ``None``: every voxel weighs the same.
         shared_projector: ``projectors`` is one operator for every patient (static).
     """
 
@@ -43,6 +46,7 @@ class TrainingData(eqx.Module):
     background: Float[Array, "p ..."]
     x0: Float[Array, "p nx ny nz"]
     target: Float[Array, "p nx ny nz"]
+    weights: Float[Array, "p nx ny nz"] | None = None
     shared_projector: bool = eqx.field(static=True, default=False)
 
     @property
@@ -53,8 +57,9 @@ class TrainingData(eqx.Module):
         """The patients ``indices``."""
         pick = lambda a: a[indices]
         projectors = self.projectors if self.shared_projector else _take_module(self.projectors, indices)
+        weights = None if self.weights is None else pick(self.weights)
         return TrainingData(projectors, pick(self.y), pick(self.background), pick(self.x0), pick(self.target),
-                            self.shared_projector)
+                            weights, shared_projector=self.shared_projector)
 
 
 def _take_module(module, indices):
@@ -72,16 +77,20 @@ def reconstruct_batch(model: UnrolledEM, data: TrainingData, gradient: AbstractG
     return eqx.filter_vmap(run, in_axes=(_patient_axes(data), 0, 0, 0))(data.projectors, data.y, data.background, data.x0)
 
 
-def relative_squared_error(x: Float[Array, "p ..."], target: Float[Array, "p ..."]) -> Float[Array, ""]:
+def relative_squared_error(x: Float[Array, "p ..."], target: Float[Array, "p ..."],
+                           weights: Float[Array, "p ..."] | None = None) -> Float[Array, ""]:
     """Mean over patients (axis 0) of ``||x - t||^2 / ||t||^2``: the squared whole-image NRMSE,
-    dimensionless, so every patient weighs the same at any count level."""
+    dimensionless, so every patient weighs the same at any count level. With ``weights`` ``w``
+    (same shape, >= 0): ``sum(w (x - t)^2) / sum(w t^2)``, still dimensionless."""
     axes = tuple(range(1, x.ndim))
-    return jnp.mean(jnp.sum((x - target) ** 2, axis=axes) / jnp.sum(target**2, axis=axes))
+    w = jnp.ones_like(target) if weights is None else weights
+    return jnp.mean(jnp.sum(w * (x - target) ** 2, axis=axes) / jnp.sum(w * target**2, axis=axes))
 
 
 def training_loss(model: UnrolledEM, data: TrainingData, gradient: AbstractGradient = EndToEnd()) -> Float[Array, ""]:
-    """The training loss: :func:`relative_squared_error` of the unrolled reconstruction."""
-    return relative_squared_error(reconstruct_batch(model, data, gradient), data.target)
+    """The training loss: :func:`relative_squared_error` of the unrolled reconstruction (with
+    ``data.weights``)."""
+    return relative_squared_error(reconstruct_batch(model, data, gradient), data.target, data.weights)
 
 
 class _UnrolledLoss(eqx.Module):
@@ -102,7 +111,7 @@ class _NetworkLoss(eqx.Module):
     """Sequential training: the loss of one outer iteration's network alone on its inputs."""
 
     def __call__(self, network, batch):
-        return relative_squared_error(_network_outputs(network, batch.x0), batch.target)
+        return relative_squared_error(_network_outputs(network, batch.x0), batch.target, batch.weights)
 
 
 class FitResult(eqx.Module):
@@ -155,7 +164,7 @@ def _validator(val: TrainingData | None, voi_masks, predict):
 
     def validate(model):
         x = predict(model, val)
-        record = {"val_loss": float(relative_squared_error(x, val.target))}
+        record = {"val_loss": float(relative_squared_error(x, val.target, val.weights))}
         x = np.asarray(x)
         for name, m in masks.items():
             present = [p for p in range(len(x)) if m[p].any()]
@@ -221,6 +230,14 @@ def fit(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(gradient, AbstractGradient):
         raise TypeError(f"gradient must be EndToEnd(), Truncated() or Sequential(), got {gradient!r}")
+    for name, data in (("train", train), ("val", val)):
+        if data is not None and data.weights is not None:
+            w = np.asarray(data.weights)
+            if w.shape != tuple(data.target.shape):
+                raise ValueError(f"{name}.weights must be shaped like {name}.target {tuple(data.target.shape)}, "
+                                 f"got {w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"{name}.weights must be finite and >= 0, got minimum {np.nanmin(w):.3g}")
     optimizer = make_optimizer(learning_rate, algorithm="adamw", weight_decay=float(weight_decay),
                                clip_norm=None if clip_norm is None else float(clip_norm))
     common = dict(epochs=int(epochs), optimizer=optimizer, log=log, checkpoint_every=checkpoint_every,
