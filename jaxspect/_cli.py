@@ -278,7 +278,9 @@ def reconstruct(args) -> Path:
 
     image_shape, voxel_size = data.image_shape, data.voxel_size_mm
     mumap = None
-    if args.mumap:
+    if args.mumap and Path(args.mumap).suffix.lower() == jio.SIMIND_DENSITY_MAP_SUFFIX:
+        mumap = clinical.simind_mumap(args, data)
+    elif args.mumap:
         try:
             mumap = jio.read_mumap(_input_file(args.mumap, "--mumap"), args.mumap_units, image_shape=image_shape,
                                    voxel_size_mm=voxel_size)

@@ -53,6 +53,12 @@ from ._simind import (
     simind_collimator as simind_collimator,
 )
 from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
+from ._simind_density import (
+    DENSITY_MAP_SUFFIX as SIMIND_DENSITY_MAP_SUFFIX,
+    SimindDensityMap as SimindDensityMap,
+    load_simind_density_map as load_simind_density_map,
+    read_simind_density_map as read_simind_density_map,
+)
 from ._stir import (
     STIR_IMAGE_SUFFIX as STIR_IMAGE_SUFFIX,
     STIR_PROJECTION_SUFFIX as STIR_PROJECTION_SUFFIX,
