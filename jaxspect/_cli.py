@@ -259,7 +259,9 @@ def reconstruct(args) -> Path:
         if args.cor:
             raise UsageError("--cor applies to SIMIND Interfile projections; STIR's .hs gives its orbit with 'Radii'")
     _input_file(args.projections, "projections")
-    _check_outputs([output], args, [args.projections, args.mumap, args.background, args.cor, args.model])
+    # --format dicom writes recon.dcm into the --output folder: that file is the output to check
+    _check_outputs([output / "recon.dcm" if args.format == "dicom" else output], args,
+                   [args.projections, args.mumap, args.background, args.cor, args.model])
 
     model = _load_unrolled(args.model) if args.model else None
     data = _read(args.projections, "projections", **kwargs)
