@@ -82,7 +82,13 @@ def simulated(tmp_path_factory):
                                 radii=radii)
     source = np.zeros((N, N, NZ), np.float32)
     source[HOT] = 1000.0
-    views = np.asarray(js.forward_project(jnp.asarray(source), None, geometry))
+    i, j = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
+    mumap = np.zeros((N, N, NZ), np.float32)
+    mumap[(i - N / 2 - 2) ** 2 + (j - N / 2 + 1) ** 2 < (0.4 * N) ** 2] = 0.0150  # water, off the axis, 1/mm
+    views = np.asarray(js.forward_project(jnp.asarray(source), jnp.asarray(mumap), geometry))
+    # the map as STIR stores it (z, y, x with every axis reversed; 1/cm)
+    (folder / "mu.hv").write_text(stir_hv("mu.v", (N, N, NZ), (PIXEL,) * 3))
+    np.ascontiguousarray(10 * mumap[::-1, ::-1, ::-1].transpose(2, 1, 0)).astype("<f4").tofile(folder / "mu.v")
     return folder, views, radii
 
 
@@ -94,8 +100,8 @@ def test_stir_point_source_reconstructs_where_the_header_puts_it(simulated, tmp_
     np.testing.assert_allclose(data.radii, radii, rtol=1e-5)
     np.testing.assert_allclose(data.counts, views, rtol=1e-6)
     out = tmp_path / "r.nii"
-    assert main(["reconstruct", str(header), "--psf", "none", "--algorithm", "mlem", "--iterations", "12",
-                 "--no-progress", "--output", str(out)]) == 0
+    assert main(["reconstruct", str(header), "--mumap", str(folder / "mu.hv"), "--psf", "none", "--algorithm", "mlem",
+                 "--iterations", "12", "--no-progress", "--output", str(out)]) == 0
     image, _ = jio.read_nifti(out)
     assert np.unravel_index(np.argmax(image), image.shape) == HOT
     # the same data under the other rotation direction: the point moves (mirrored about the start axis)
