@@ -204,3 +204,10 @@ def test_simind_density_map_units_and_refusals(tmp_path):
     (tmp_path / "d.hct").write_text(text.replace("1.0 0.0 0.0 0.0 1.0 0.0", "1.0 0.0 0.0 0.0 0.0 -1.0"))
     with pytest.raises(ValueError, match="Image Orientation"):
         jio.read_simind_density_map(tmp_path / "d.hct", 140.5)
+    (tmp_path / "d.hct").write_text(text.replace("total number of images := 3", "total number of images := 4"))
+    with pytest.raises(ValueError, match="differs from '!matrix size"):
+        jio.read_simind_density_map(tmp_path / "d.hct", 140.5)
+    (tmp_path / "d.hct").write_text(text)
+    write_ict(tmp_path / "d.ict", -values)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        jio.read_simind_density_map(tmp_path / "d.hct", 140.5)

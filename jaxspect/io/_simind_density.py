@@ -114,6 +114,10 @@ def load_simind_density_map(path, *, units: str | None = None, data_file=None) -
     voxel = tuple(_get(header, f"scaling factor (mm/pixel) [{n}]", path, _number, required=True) for n in (1, 2, 3))
     if min(voxel) <= 0:
         raise ValueError(f"SIMIND map header {path}: 'scaling factor (mm/pixel) [1..3]' must be positive, got {voxel}")
+    images = _get(header, "total number of images", path, _int)
+    if images is not None and images != shape[2]:
+        raise ValueError(f"SIMIND map header {path}: '!total number of images := {images}' differs from "
+                         f"'!matrix size [3] := {shape[2]}'")
     orientation = comments.get("image orientation")
     if orientation is not None:
         cosines = [float(v) for v in re.split(r"[\s,\\]+", orientation.strip()) if v]
@@ -169,7 +173,7 @@ def read_simind_density_map(path, energy_kev: float, *, shape=None, grid_affine_
         if density.size and density.max() > 25:  # denser than any element: density x 1000
             raise ValueError(f"SIMIND map header {path}: densities up to {density.max():.4g} g/cm^3; values of density "
                              "x 1000 (SIMIND's .dmi convention) need units='density_x1000'")
-        mu = np.clip(density, 0.0, None) * linear_attenuation("water", energy_kev, density=1.0)
+        mu = density * linear_attenuation("water", energy_kev, density=1.0)  # negative: refused below
     mu = mu.astype(np.float32)
     if (shape is None) != (grid_affine_mm is None):
         raise TypeError("pass both shape and grid_affine_mm (the SPECT grid), or neither")
