@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--slope", type=float, default=DEFAULT_SLOPE, help="PSF FWHM growth per mm of distance")
     sim.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
-    rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00) or DICOM NM (.dcm) projections")
+    rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00), STIR (.hs) or DICOM NM (.dcm) "
+                         "projections")
     rec.add_argument("projections", help="Interfile header (.h00/.hdr; SIMIND's read with all its windows), STIR "
                      "projection data (.hs) or DICOM NM file (.dcm)")
     rec.add_argument("--output", required=True, help="reconstructed image: NIfTI (.nii or .nii.gz), or a folder "
@@ -69,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--mumap", help="attenuation map on the reconstruction grid (nx, nx, nz): NIfTI, STIR image "
                      "(.hv, 1/cm unless --mumap-units) or SIMIND density map (.hct, converted at the photopeak energy)")
     rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default=None,
-                     help="units of --mumap values: 1/mm or 1/cm; if not given, 1/mm and maps that look like "
-                          "1/cm or HU are refused")
+                     help="units of --mumap values: 1/mm or 1/cm; if not given, NIfTI maps are read as 1/mm and "
+                          "refused if they look like 1/cm or HU, STIR .hv maps as 1/cm (STIR's unit)")
     rec.add_argument("--algorithm", choices=("osem", "mlem", "osl", "bsrem"), default="osem",
                      help="osl (one-step-late EM) and bsrem are regularised: give --beta (default osem)")
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
