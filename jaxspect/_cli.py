@@ -61,14 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--slope", type=float, default=DEFAULT_SLOPE, help="PSF FWHM growth per mm of distance")
     sim.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
-    rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00) or DICOM NM (.dcm) projections")
-    rec.add_argument("projections", help="Interfile header (.h00/.hdr) or DICOM NM file (.dcm)")
+    rec = sub.add_parser("reconstruct", help="OSEM/ML-EM of Interfile (.h00), STIR (.hs) or DICOM NM (.dcm) "
+                         "projections")
+    rec.add_argument("projections", help="Interfile header (.h00/.hdr; SIMIND's read with all its windows), STIR "
+                     "projection data (.hs) or DICOM NM file (.dcm)")
     rec.add_argument("--output", required=True, help="reconstructed image: NIfTI (.nii or .nii.gz), or a folder "
                      "with --format dicom")
-    rec.add_argument("--mumap", help="attenuation map, NIfTI on the reconstruction grid (nx, nx, nz)")
+    rec.add_argument("--mumap", help="attenuation map on the reconstruction grid (nx, nx, nz): NIfTI, STIR image "
+                     "(.hv, 1/cm unless --mumap-units) or SIMIND density map (.hct, converted at the photopeak energy)")
     rec.add_argument("--mumap-units", choices=("per_mm", "per_cm"), default=None,
-                     help="units of --mumap values: 1/mm or 1/cm; if not given, 1/mm and maps that look like "
-                          "1/cm or HU are refused")
+                     help="units of --mumap values: 1/mm or 1/cm; if not given, NIfTI maps are read as 1/mm and "
+                          "refused if they look like 1/cm or HU, STIR .hv maps as 1/cm (STIR's unit)")
     rec.add_argument("--algorithm", choices=("osem", "mlem", "osl", "bsrem"), default="osem",
                      help="osl (one-step-late EM) and bsrem are regularised: give --beta (default osem)")
     rec.add_argument("--iterations", type=int, default=8, help="full iterations (default 8)")
@@ -249,12 +252,21 @@ def reconstruct(args) -> Path:
                              f"{args.projections} has one: pass the scatter estimate with --background")
         if args.cor:
             kwargs["cor"] = str(_input_file(args.cor, "--cor"))
+    elif suffix == jio.STIR_PROJECTION_SUFFIX:
+        if args.scatter != "none" or args.window is not None:
+            option = f"--scatter {args.scatter}" if args.scatter != "none" else "--window"
+            raise UsageError(f"{option} needs several energy windows; a STIR .hs file holds one: pass the scatter "
+                             "estimate (another .hs) with --background")
+        if args.cor:
+            raise UsageError("--cor applies to SIMIND Interfile projections; STIR's .hs gives its orbit with 'Radii'")
     _input_file(args.projections, "projections")
-    _check_outputs([output], args, [args.projections, args.mumap, args.background, args.cor, args.model])
+    # --format dicom writes recon.dcm into the --output folder: that file is the output to check
+    _check_outputs([output / "recon.dcm" if args.format == "dicom" else output], args,
+                   [args.projections, args.mumap, args.background, args.cor, args.model])
 
     model = _load_unrolled(args.model) if args.model else None
     data = _read(args.projections, "projections", **kwargs)
-    if suffix in jio.INTERFILE_SUFFIXES and args.radius is not None:
+    if (suffix in jio.INTERFILE_SUFFIXES or suffix == jio.STIR_PROJECTION_SUFFIX) and args.radius is not None:
         data = dataclasses.replace(data, radii=args.radius)
     if args.algorithm != "mlem" and args.subsets > data.nview:
         raise UsageError(f"--subsets {args.subsets} exceeds the number of views ({data.nview})")
@@ -269,7 +281,9 @@ def reconstruct(args) -> Path:
 
     image_shape, voxel_size = data.image_shape, data.voxel_size_mm
     mumap = None
-    if args.mumap:
+    if args.mumap and Path(args.mumap).suffix.lower() == jio.SIMIND_DENSITY_MAP_SUFFIX:
+        mumap = clinical.simind_mumap(args, data)
+    elif args.mumap:
         try:
             mumap = jio.read_mumap(_input_file(args.mumap, "--mumap"), args.mumap_units, image_shape=image_shape,
                                    voxel_size_mm=voxel_size)

@@ -185,6 +185,33 @@ def ct_mumap(args, data):
     return mumap
 
 
+def simind_mumap(args, data):
+    """--mumap NAME.hct: SIMIND's aligned map as mu (1/mm) at the photopeak, averaged onto the SPECT grid."""
+    from . import io as jio
+
+    path = args.mumap
+    if not Path(path).is_file():
+        raise UsageError(f"--mumap file not found: {path}")
+    if args.mumap_units is not None:
+        raise UsageError("--mumap-units applies to NIfTI and STIR maps; a SIMIND .hct states its unit "
+                         "(';# Units of data (ECT)')")
+    energy = photopeak_kev(args, data)
+    if args.kvp is not None:
+        _positive("--kvp", args.kvp)
+    simulated = data.metadata.get("photon_energy_kev")
+    try:
+        mumap = jio.read_simind_density_map(path, energy, shape=data.image_shape, grid_affine_mm=data.image_affine,
+                                            map_energy_kev=simulated, kvp=args.kvp)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(f"--mumap {path}: {str(e).replace('pass kvp= (--kvp)', 'pass --kvp')}") from None
+    at = (f"a mu map is scaled from SIMIND's {simulated:g} keV" if simulated not in (None, energy) else
+          "SIMIND's photon energy" if simulated is not None else "a mu map is taken to be at this energy: the "
+          "projections do not give SIMIND's photon energy")
+    print(f"jaxspect: attenuation map from SIMIND {path} at {energy:.4g} keV ({at}): mu up to {float(mumap.max()):.4g} "
+          f"/mm on the SPECT grid {data.image_shape}", flush=True)
+    return mumap
+
+
 def _collimator_psf(collimator, args, data, where, intrinsic_140kev_mm=None):
     """``(energy keV, intrinsic FWHM mm or None, GaussianPSF)`` of ``collimator`` at the photopeak,
     fitted over the distances this orbit spans; an intrinsic FWHM recorded at 140 keV is scaled

@@ -40,11 +40,14 @@ OUTPUT_NAMES = ("slices.png", "profile.png", "convergence.png", "truth.nii.gz", 
 
 
 def existing_outputs(folder) -> list[Path]:
-    """Files in ``folder`` that a demo run would replace."""
+    """Files in ``folder`` that a demo run would replace (its SPECT/CT part's in ``spect_ct/``)."""
+    from ._demo_spect_ct import OUTPUT_NAMES as SPECT_CT_NAMES
+
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return [folder / n for n in OUTPUT_NAMES if (folder / n).exists()] + sorted(folder.glob("voi_*.nii.gz"))
+    names = [*OUTPUT_NAMES, *(f"spect_ct/{n}" for n in SPECT_CT_NAMES), "spect_ct/recon", "spect_ct/ct"]
+    return [folder / n for n in names if (folder / n).exists()] + sorted(folder.glob("voi_*.nii.gz"))
 
 
 def _save_figure(fig, path: Path) -> Path:
@@ -135,6 +138,7 @@ def run_demo(
     n: int = 64, nz: int = 40, nview: int = 64, voxel_mm: float = 9.6, rotation: str = "bilinear",
     osem_iterations: int = 8, osem_subsets: int = 4, total_counts: float = 2e6,
     output_dir: str | Path | None = "jaxspect-demo-output", model_path: str | Path | None = None,
+    spect_ct: bool = True,
 ) -> dict:
     """Run the demo and print its figures; returns them as a dict.
 
@@ -153,6 +157,12 @@ def run_demo(
     :func:`jaxspect.save_model`, e.g. by ``benchmarks/training_methods.py --save-model``) the
     model is also run from the OSEM image; its VOI table is printed (``"unrolled_voi_table"``)
     and its image written as ``unrolled.nii.gz``.
+
+    With ``spect_ct`` (and an ``output_dir``; needs pydicom) the SPECT/CT part runs in
+    ``output_dir/spect_ct`` (:func:`jaxspect._demo_spect_ct.run_spect_ct_demo`): a DICOM CT
+    series and NM file of the phantom, ``jaxspect reconstruct`` with ``--ct``, a collimator by
+    name and a calibration factor, Bq/mL as DICOM and NIfTI in scanner coordinates and
+    ``fused_spect_ct.png``; its figures under ``"spect_ct"``.
     """
     shape, vs = (n, n, nz), (voxel_mm,) * 3
     phantom = torso_phantom(jax.random.key(0), shape=shape, voxel_size=vs)
@@ -248,4 +258,14 @@ def run_demo(
         print(f"\nwrote {len(figures['files'])} files to {Path(output_dir).resolve()}:")
         for path in figures["files"]:
             print(f"  {path.name}")
+        if spect_ct:
+            try:
+                import pydicom  # noqa: F401
+            except ImportError:
+                print("\nSPECT/CT part skipped: it needs pydicom (pip install \"jaxspect[io]\")")
+            else:
+                from ._demo_spect_ct import run_spect_ct_demo
+
+                figures["spect_ct"] = run_spect_ct_demo(Path(output_dir) / "spect_ct", phantom, voxel_mm, nview,
+                                                        iterations=osem_iterations, subsets=osem_subsets)
     return figures

@@ -53,6 +53,20 @@ def test_demo_figures_are_physical(capsys, tmp_path):
     # scaled back to the truth's units: totals agree to within tens of percent
     assert 0.7 < osem_image.sum() / truth.sum() < 1.3
 
+    # the SPECT/CT part: CT -> mu, collimator by name, calibration -> Bq/mL, DICOM + NIfTI, fused figure
+    spect_ct = figures["spect_ct"]
+    assert "--ct ct --collimator siemens-me --sensitivity" in out and "collimator sy-me" in out
+    assert spect_ct["mu_error"] < 0.05 and spect_ct["units"] == "BQML"
+    true, recon = spect_ct["table"]["liver"]
+    assert recon == pytest.approx(true, rel=0.25)  # Bq/mL from the calibration factor
+    np.testing.assert_allclose(spect_ct["affine"], spect_ct["nm_affine"], atol=1e-6)  # where the NM file put the grid
+    nm, dicom, nifti, fused = spect_ct["files"]
+    assert fused.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and dicom.is_file() and nm.is_file()
+    from jaxspect.io import read_dicom_volume
+
+    recon_nifti, _ = read_nifti(nifti)
+    np.testing.assert_allclose(recon_nifti, read_dicom_volume(dicom).array, rtol=1e-4, atol=1e-3 * recon_nifti.max())
+
 
 def test_cli_rejects_unknown_command():
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""Reading and writing SPECT files: SIMIND/Interfile and DICOM NM projections, NIfTI volumes,
+"""Reading and writing SPECT files: SIMIND/Interfile, STIR (``.hs``/``.hv``) and DICOM NM projections, NIfTI volumes,
 DICOM CT series (-> attenuation maps on the SPECT grid) and DICOM volumes in scanner coordinates.
 
 Everything returned is in jaxspect's layout and units: projections ``(nx, nz, nview)`` in
@@ -53,6 +53,20 @@ from ._simind import (
     simind_collimator as simind_collimator,
 )
 from ._scatter import dew_scatter as dew_scatter, pick_windows as pick_windows, tew_scatter as tew_scatter
+from ._simind_density import (
+    DENSITY_MAP_SUFFIX as SIMIND_DENSITY_MAP_SUFFIX,
+    SimindDensityMap as SimindDensityMap,
+    load_simind_density_map as load_simind_density_map,
+    read_simind_density_map as read_simind_density_map,
+)
+from ._stir import (
+    STIR_IMAGE_SUFFIX as STIR_IMAGE_SUFFIX,
+    STIR_PROJECTION_SUFFIX as STIR_PROJECTION_SUFFIX,
+    StirImage as StirImage,
+    read_stir_image as read_stir_image,
+    read_stir_mumap as read_stir_mumap,
+    read_stir_projections as read_stir_projections,
+)
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -60,15 +74,20 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 def read_projections(path, **kwargs) -> ProjectionData:
     """Read projections by file extension: Interfile header (``.h00``, ``.hdr``, ``.h33``) with
     :func:`read_simind` when SIMIND wrote it (all its energy windows), else
-    :func:`read_interfile`; DICOM (``.dcm``, ``.dicom``) with :func:`read_dicom_projections`;
-    ``kwargs`` go to that reader."""
+    :func:`read_interfile`; STIR's ``.hs`` with :func:`read_stir_projections`; DICOM (``.dcm``,
+    ``.dicom``) with :func:`read_dicom_projections`; ``kwargs`` go to that reader."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == STIR_PROJECTION_SUFFIX:
+        return read_stir_projections(path, **kwargs)
+    if suffix == STIR_IMAGE_SUFFIX:
+        raise ValueError(f"{path} is a STIR image header (.hv), not projections: STIR's projection data are .hs files "
+                         "(a .hv attenuation map goes to --mumap / read_mumap)")
     if suffix in INTERFILE_SUFFIXES:
         return read_simind(path, **kwargs) if is_simind_header(path) else read_interfile(path, **kwargs)
     if suffix in DICOM_SUFFIXES:
         return read_dicom_projections(path, **kwargs)
     raise ValueError(
         f"unknown projection file format {suffix or '(no extension)'!r} of {path}: expected an Interfile "
-        f"header {INTERFILE_SUFFIXES} or DICOM {DICOM_SUFFIXES}"
+        f"header {INTERFILE_SUFFIXES}, STIR projection data {STIR_PROJECTION_SUFFIX!r} or DICOM {DICOM_SUFFIXES}"
     )

@@ -44,6 +44,7 @@ big-endian default: denormal floats, or integers whose swapped values are far sm
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -181,7 +182,14 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
         convention, see the module docstring), radii in mm (or ``None``), pixel size in mm.
     """
     path = Path(path)
-    header = parse_interfile_header(path)
+    return read_projection_header(path, parse_interfile_header(path), cor=cor, cor_units=cor_units,
+                                  pixel_size_mm=pixel_size_mm, data_file=data_file)
+
+
+def read_projection_header(path, header: dict, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
+                           data_file=None, exact_size: bool = True) -> ProjectionData:
+    """:func:`read_interfile` from an already parsed ``header`` (shared with the STIR reader;
+    ``exact_size=False`` lets the data file hold more than this data set)."""
     nx = _get(header, "matrix size [1]", path, _int, required=True)
     nz = _get(header, "matrix size [2]", path, _int, required=True)
     nview = _get(header, "number of projections", path, _int, required=True)
@@ -226,6 +234,30 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
     if radii is not None and cor is None and np.any(radii <= 0):
         raise ValueError(f"Interfile header {path}: orbit radii must be positive (mm), got {radii.min():g}")
 
+    raw = read_raw_values(path, header, nx * nz * nview, data_file=data_file, exact_size=exact_size,
+                          what=f"matrix size {nx} x {nz} x {nview} projections")
+    counts = check_counts(frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32)),
+                          f"the data of Interfile header {path} (as float32)")
+
+    ranges = {}
+    lo = _get(header, "energy window lower level [1]", path, _number)
+    hi = _get(header, "energy window upper level [1]", path, _number)
+    name = "window_1"
+    if lo is not None and hi is not None:
+        ranges[name] = (lo, hi)
+    return ProjectionData(counts, angles, radii, (dx, dz), windows={name: counts}, window_ranges_kev=ranges,
+                          photopeak=name)
+
+
+def read_raw_values(path, header: dict, count: int, *, data_file=None, what: str, exact_size: bool = True,
+                    offset_keys=("data offset in bytes",)) -> np.ndarray:
+    """The ``count`` raw values an Interfile header ``path`` (parsed: ``header``) describes,
+    as stored (dtype from ``number format``, ``number of bytes per pixel`` and ``imagedata byte
+    order``), checked before reading: the data file (``data_file``, else ``name of data file``,
+    confined to the header's folder) must hold exactly offset + ``count`` values, or at least
+    that many with ``exact_size=False`` (a file that holds several data sets, as STIR's
+    converter writes one per energy window); the byte order must be plausible. ``what``
+    describes the data in errors; the offset is the first of ``offset_keys`` present."""
     number_format = _get(header, "number format", path, str, "unsigned integer").lower()
     nbytes = _get(header, "number of bytes per pixel", path, _int,
                   required=number_format not in ("float", "short float", "long float"))
@@ -240,9 +272,10 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
     if order not in ("LITTLEENDIAN", "BIGENDIAN"):
         raise ValueError(f"Interfile header {path}: 'imagedata byte order' must be LITTLEENDIAN or BIGENDIAN, got {order}")
     dtype = np.dtype(("<" if order == "LITTLEENDIAN" else ">") + _FORMATS[(number_format, nbytes)])
-    offset = _get(header, "data offset in bytes", path, _int, 0)
+    offset_key = next((k for k in offset_keys if k in header), offset_keys[0])
+    offset = _get(header, offset_key, path, _int, 0)
     if offset < 0:
-        raise ValueError(f"Interfile header {path}: 'data offset in bytes' must be >= 0, got {offset}")
+        raise ValueError(f"Interfile header {path}: '{offset_key}' must be >= 0, got {offset}")
 
     if data_file is not None:
         data_path = Path(data_file)
@@ -254,23 +287,16 @@ def read_interfile(path, *, cor=None, cor_units: str = "cm", pixel_size_mm=None,
         data_path = resolve_data_file(path, data_name, key="name of data file")
     if not data_path.is_file():
         raise FileNotFoundError(f"data file {data_path} named in Interfile header {path} not found")
-    expected = nx * nz * nview
-    check_file_size(data_path, offset + expected * dtype.itemsize,
-                    what=f"the header {path} says {offset} bytes of offset + matrix size {nx} x {nz} x {nview} "
-                         f"projections of {dtype.name}")
-    raw = np.fromfile(data_path, dtype=dtype, count=expected, offset=offset)
+    needed = offset + count * dtype.itemsize
+    claim = f"the header {path} says {offset} bytes of offset + {what} of {dtype.name}"
+    if exact_size:
+        check_file_size(data_path, needed, what=claim)
+    elif os.stat(data_path).st_size < needed:
+        raise FileCheckError(f"data file {data_path} holds {os.stat(data_path).st_size} bytes, fewer than {claim} "
+                             f"= {needed} bytes")
+    raw = np.fromfile(data_path, dtype=dtype, count=count, offset=offset)
     _check_byte_order(raw, dtype, path, "imagedata byte order" in header)
-    counts = check_counts(frames_to_views(raw.reshape(nview, nz, nx).astype(np.float32)),
-                          f"the data of Interfile header {path} (as float32)")
-
-    ranges = {}
-    lo = _get(header, "energy window lower level [1]", path, _number)
-    hi = _get(header, "energy window upper level [1]", path, _number)
-    name = "window_1"
-    if lo is not None and hi is not None:
-        ranges[name] = (lo, hi)
-    return ProjectionData(counts, angles, radii, (dx, dz), windows={name: counts}, window_ranges_kev=ranges,
-                          photopeak=name)
+    return raw
 
 
 def _implausible_floats(values: np.ndarray) -> bool:

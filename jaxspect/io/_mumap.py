@@ -56,8 +56,9 @@ def check_mumap_units(mumap, units: str | None, *, what: str = "mumap") -> np.nd
 
 
 def read_mumap(path, units: str | None = None, *, image_shape=None, voxel_size_mm=None) -> np.ndarray:
-    """Read an attenuation map from a NIfTI file and return it in 1/mm, ``(nx, ny, nz)``
-    float32 on jaxspect's axes.
+    """Read an attenuation map from a NIfTI file (or a STIR ``.hv`` image, with
+    :func:`jaxspect.io.read_stir_mumap`: STIR's axes and its unit, 1/cm, unless ``units`` says
+    otherwise) and return it in 1/mm, ``(nx, ny, nz)`` float32 on jaxspect's axes.
 
     Arguments:
         path: the NIfTI file.
@@ -68,6 +69,10 @@ def read_mumap(path, units: str | None = None, *, image_shape=None, voxel_size_m
 
     Raises a ``ValueError`` (:class:`jaxspect.io.FileCheckError`) naming the file.
     """
+    if str(path).lower().endswith(".hv"):  # STIR's image header: its own reader and unit (1/cm)
+        from ._stir import read_stir_mumap
+
+        return read_stir_mumap(path, units, image_shape=image_shape, voxel_size_mm=voxel_size_mm)
     mumap, voxel = read_nifti(path)
     if image_shape is not None and mumap.shape != tuple(image_shape):
         raise FileCheckError(f"attenuation map {path} has shape {mumap.shape}, but the projections need an image "
