@@ -33,7 +33,9 @@ photons, i.e. of the energy; Cherry et al. section 13.B.4). :data:`INTRINSIC_FWH
 3.8 mm at 140 keV (Siemens Symbia data sheet, UFOV, 9.5 mm crystal).
 
 Checked against vendors' published system resolution at 10 cm (FWHM, no scatter; model with
-the defaults above in brackets; the test allows 12 %): Siemens Symbia data sheet LEHR 7.5 mm
+the defaults above in brackets; the test allows 12 %). The figures are as the data sheets are
+commonly quoted; no copy of the data sheets was available to re-read when this was written, so
+treat them as to be confirmed against your scanner's own: Siemens Symbia data sheet LEHR 7.5 mm
 (7.2), LEAP 8.3 mm (8.8), ME 12.5 mm with Ga-67 (11.3 at 184.6 keV), HE 13.4 mm with I-131
 (12.1 at 364.5 keV); GE Infinia/Discovery 670 data sheet LEHR 7.4 mm (7.2). The formula
 neglects septal penetration beyond ``L_eff`` and the hexagonal hole shape, which is why it
