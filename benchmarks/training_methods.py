@@ -1,7 +1,7 @@
 """Unrolled CNN-regularised EM trained three ways vs OSEM (the paper's Section III-B, Table I).
 
 Prints tables and writes a figure of validation loss and small-lesion MAE against epoch;
-asserts nothing. The problem is ``torso_problem.py``'s (no inverse crime: data simulated on a
+asserts nothing. The problem is ``benchmarks/problems.py``'s (no inverse crime: data simulated on a
 grid twice as fine and binned). The model: K = 3 outer iterations of one inner regularised-EM
 step with the **dimensionless** ``--beta`` (jaxspect's definition: the prior's share of the
 update is beta / (1 + beta) in a voxel of typical activity and sensitivity), the paper's
@@ -25,10 +25,10 @@ validation patients (``--retrain``: once per realisation, the paper's protocol).
 
 Usage::
 
-    python benchmarks/training_methods.py                  # default size, ~1 h on 2 cores
-    python benchmarks/training_methods.py --quick          # smoke run (~2 min)
-    python benchmarks/training_methods.py --size fine      # 4.8 mm voxels, liver field of view
-    python benchmarks/training_methods.py --size full      # the paper's size (GPU)
+    python -m benchmarks.training_methods                  # default size, ~1 h on 2 cores
+    python -m benchmarks.training_methods --quick          # smoke run (~2 min)
+    python -m benchmarks.training_methods --size fine      # 4.8 mm voxels, liver field of view
+    python -m benchmarks.training_methods --size full      # the paper's size (GPU)
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import jaxspect as js
 from jaxspect.nn import SCNN3d, PaperCNN, count_parameters
 from jaxspect.recon import EndToEnd, Sequential, Truncated, UnrolledEM, fit, reconstruct_batch
 
-from torso_problem import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
+from benchmarks.problems import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
 
 METHODS = {"sequential": Sequential(), "truncated": Truncated(), "end-to-end": EndToEnd()}
 _reconstruct = eqx.filter_jit(reconstruct_batch)
