@@ -20,14 +20,16 @@ def stages(shape, psf_taps: int, *, attenuation: bool = True, cached: bool = Fal
     ``shape = (nx, ny, nz)`` (``ny`` the depth axis of a view), ``psf_taps = 2h + 1`` per axis
     (0 or 1: no blur). Each stage is ``{"stage", "flops", "flops_taps", "bytes"}``: ``flops``
     as the projector computes it (dense blur GEMMs), ``flops_taps`` the direct-convolution
-    count of the same blur (``2 p`` per voxel and axis), ``bytes`` read + written once from
-    memory (no reuse between stages; a gather's taps each read once).
+    count of the same blur (``2 p`` per voxel and axis), ``bytes`` each stage's operands read
+    and its result written once from memory (no reuse between stages; within a rotation the 4
+    taps of neighbouring outputs overlap, so its input is read once: counting 4 reads per
+    output voxel, 20 bytes, gives a "floor" that the measured rotation beats).
     """
     nx, ny, nz = shape
     n = nx * ny * nz
-    out = [dict(stage="rotate image", flops=8 * n, flops_taps=8 * n, bytes=(4 + 1) * F32 * n)]
+    out = [dict(stage="rotate image", flops=8 * n, flops_taps=8 * n, bytes=2 * F32 * n)]
     if attenuation and not cached:
-        out.append(dict(stage="rotate mu", flops=8 * n, flops_taps=8 * n, bytes=(4 + 1) * F32 * n))
+        out.append(dict(stage="rotate mu", flops=8 * n, flops_taps=8 * n, bytes=2 * F32 * n))
         out.append(dict(stage="attenuation factors", flops=4 * n, flops_taps=4 * n, bytes=2 * F32 * n))
     if attenuation:
         out.append(dict(stage="attenuation multiply", flops=n, flops_taps=n, bytes=3 * F32 * n))
@@ -91,7 +93,9 @@ def machine_peaks(*, stream_floats: int | None = None, gemm_n: int | None = None
 
 def stage_times(image, mumap, geometry, *, repeats=5) -> dict:
     """Median time of each stage of view 0, jitted alone (public ``jaxspect`` functions and
-    ``jnp`` equivalents of the projector's GEMMs), plus one whole view (forward and back)."""
+    ``jnp`` equivalents of the projector's GEMMs and of its blur-matrix construction), plus one
+    whole view (forward and back) through the public projector, which includes its per-call
+    input checks (finiteness of ``mumap``, the orbit clearance): an upper bound of a view's cost."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -116,8 +120,9 @@ def stage_times(image, mumap, geometry, *, repeats=5) -> dict:
     t["rotate image"] = _median_time(jax.jit(js.rotate), image, angle, repeats=repeats)
     t["rotate adjoint"] = _median_time(jax.jit(js.rotate_adjoint), image, angle, repeats=repeats)
     if mumap is not None:
-        t["attenuation factors"] = _median_time(jax.jit(lambda m: js.attenuation_factors(m, dy)), mumap,
-                                                repeats=repeats)
+        # depth-major (ny, nx, nz), the layout the projector uses inside a view
+        t["attenuation factors"] = _median_time(jax.jit(lambda m: js.attenuation_factors(m, dy, depth_axis=0)),
+                                                jnp.transpose(mumap, (1, 0, 2)), repeats=repeats)
         t["attenuation multiply"] = _median_time(jax.jit(jnp.multiply), image, mumap, repeats=repeats)
     if p > 1:
         tx, tz = fx[0, 0], fz[0, 0]

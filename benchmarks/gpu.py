@@ -122,51 +122,45 @@ def osem_rows(s, views_per_batch):
     return rows, ratio, example
 
 
-def _init(make, optimizer):
-    """``(params, static, optimizer state)`` of the model ``make()`` (built under ``jit``: one
-    compilation instead of one per initialisation op; models take :data:`INIT_KEY`)."""
+def _training_step(name, make, loss, optimizer, batch, repeats, target=None):
+    """Time one training step of the model ``make()``: ``loss(model, *batch)``, its gradient in
+    the model's floating-point arrays, an ``optimizer`` update. The model is built under ``jit``
+    (one compilation instead of one per initialisation op) from :data:`INIT_KEY`."""
     params, static = eqx.partition(eqx.filter_jit(make)(), eqx.is_inexact_array)
-    return params, static, jax.jit(optimizer.init)(params)
+    opt_state = jax.jit(optimizer.init)(params)
 
-
-def unrolled_row(s, data):
-    optimizer = js.training.make_optimizer(1e-3)
-    params, static, opt_state = _init(
-        lambda: js.recon.UnrolledEM(lambda k: js.nn.PaperCNN(k), INIT_KEY, n_outer=s["n_outer"]), optimizer)
-
-    def step(params, opt_state, data):
-        loss = lambda p: js.recon.training_loss(eqx.combine(p, static), data, js.recon.EndToEnd())
-        value, grads = jax.value_and_grad(loss)(params)
+    def step(params, opt_state, *batch):
+        value, grads = jax.value_and_grad(lambda p: loss(eqx.combine(p, static), *batch))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return eqx.apply_updates(params, updates), opt_state, value
 
-    row, (_, _, value) = _jitted("unrolled EM step", step, (params, opt_state, data), s["repeats"],
-                                 TARGETS["unrolled EM step"])
+    row, (_, _, value) = _jitted(name, step, (params, opt_state, *batch), repeats, target)
     if not np.isfinite(float(value)):
-        raise FloatingPointError("the unrolled EM training loss is not finite")
+        raise FloatingPointError(f"{name}: the training loss is not finite")
     return row
+
+
+def unrolled_row(s, data):
+    make = lambda: js.recon.UnrolledEM(lambda k: js.nn.PaperCNN(k), INIT_KEY, n_outer=s["n_outer"])
+    loss = lambda model, data: js.recon.training_loss(model, data, js.recon.EndToEnd())
+    return _training_step("unrolled EM step", make, loss, js.training.make_optimizer(1e-3), (data,), s["repeats"],
+                          TARGETS["unrolled EM step"])
+
+
+def _spectnet_loss(model, sinogram, mumap, activity):
+    pred, _ = model(sinogram, mumap, training=True)
+    return 0.5 * jnp.sum((pred - activity) ** 2)
 
 
 def spectnet_row(s):
     n, batch = s["spectnet"]
-    optimizer = js.training.make_optimizer(1e-4, algorithm="adam", l2=0.08)
-    params, static, opt_state = _init(lambda: js.spectnet.SPECTnet(INIT_KEY, image_size=n), optimizer)
     k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
     sinogram = jax.random.uniform(k1, (batch, n, n)) * 100.0
     mumap = jax.random.uniform(k2, (batch, n, n)) * 0.015
     activity = jax.random.uniform(k3, (batch, n, n))
-
-    def step(params, opt_state, sinogram, mumap, activity):
-        def loss(p):
-            pred, _ = eqx.combine(p, static)(sinogram, mumap, training=True)
-            return 0.5 * jnp.sum((pred - activity) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return eqx.apply_updates(params, updates), opt_state, value
-
-    return _jitted(f"SPECTnet step (batch {batch})", step, (params, opt_state, sinogram, mumap, activity),
-                   s["repeats"])[0]
+    return _training_step(f"SPECTnet step (batch {batch})", lambda: js.spectnet.SPECTnet(INIT_KEY, image_size=n),
+                          _spectnet_loss, js.training.make_optimizer(1e-4, algorithm="adam", l2=0.08),
+                          (sinogram, mumap, activity), s["repeats"])
 
 
 def main(argv=None) -> list[dict]:

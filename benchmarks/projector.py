@@ -42,9 +42,9 @@ axis, float32 (4 bytes), bytes counted as read + written once from memory per st
 ============================  =====================================  ================================
 stage                         FLOPs                                  bytes
 ============================  =====================================  ================================
-rotate image (bilinear)       ``8 N`` (4 taps x multiply-add)        ``4 (4 N + N)``: 4 taps read per
-                                                                     output voxel, one write
-rotate mu (uncached)          ``8 N``                                ``4 (4 N + N)``
+rotate image (bilinear)       ``8 N`` (4 taps x multiply-add)        ``4 (N + N)`` (neighbouring
+                                                                     outputs share taps)
+rotate mu (uncached)          ``8 N``                                ``4 (N + N)``
 attenuation factors           ``4 N`` (running sum, half-voxel       ``4 (N + N)``
                               term, scale, exp counted as 1)
 attenuation multiply          ``N``                                  ``4 (2 N + N)``
@@ -178,18 +178,19 @@ def floor_report(name, case, floor, results):
         t_floor = _floor.floor_seconds(s, gf, bw)
         total += t_floor
         total_taps += _floor.floor_seconds(s, gf, bw, taps=True)
-        measured = stage_times.get(s["stage"])
-        if s["stage"] == "rotate mu":
-            measured = stage_times.get("rotate image")
+        measured = stage_times.get("rotate image" if s["stage"] == "rotate mu" else s["stage"])
         rows.append([s["stage"], f"{s['flops'] / 1e6:.1f}", f"{s['flops_taps'] / 1e6:.1f}",
                      f"{s['bytes'] / 2**20:.1f}", fmt_s(t_floor), fmt_s(measured),
                      "-" if not measured else f"{t_floor / measured:.2f}"])
     rows.append(["total per view", "", "", "", fmt_s(total), "", ""])
     lines.append(table(rows, ["stage (one view)", "MFLOP", "MFLOP (taps)", "MiB", "floor", "alone", "floor/alone"]))
-    lines.append(f"one whole view: forward {fmt_s(stage_times.get('one view, forward'))}, back "
+    nview = c["nview"]
+    per_view = {op: results.get((name, "full", "bilinear", op), {}).get("median_s") for op in ("forward", "back")}
+    lines.append(f"per view in a whole projection: forward {fmt_s(per_view['forward'] and per_view['forward'] / nview)}, "
+                 f"back {fmt_s(per_view['back'] and per_view['back'] / nview)}; one view alone (with the per-call "
+                 f"input checks): forward {fmt_s(stage_times.get('one view, forward'))}, back "
                  f"{fmt_s(stage_times.get('one view, back'))}; rotate adjoint alone "
                  f"{fmt_s(stage_times.get('rotate adjoint'))}")
-    nview = c["nview"]
     for op, factor in (("forward", 1), ("back", 1), ("grad", 2)):
         r = results.get((name, "full", "bilinear", op), {})
         if "median_s" in r:
