@@ -197,7 +197,7 @@ def floor_report(name, case, floor, results):
             floor_s = factor * nview * total
             lines.append(f"  {op:8s} floor {fmt_s(floor_s)} (direct-convolution blur: "
                          f"{fmt_s(factor * nview * total_taps)}), measured {fmt_s(r['median_s'])}: "
-                         f"{100 * floor_s / r['median_s']:.0f}% of the floor")
+                         f"{100 * floor_s / r['median_s']:.0f}% of the floor's speed (floor / measured)")
     return "\n".join(lines)
 
 
