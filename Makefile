@@ -19,7 +19,7 @@ test: $(BIN)/activate
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/activate
-	$(BIN)/python benchmarks/projector.py
+	$(BIN)/python -m benchmarks.projector
 
 clean:
 	rm -rf $(VENV) .pytest_cache jaxspect-demo-output

@@ -29,7 +29,7 @@ attenuate with the central-ray model with the half-voxel self term, and put plan
 ``+x``; jaxspect rotates by ``theta`` and sums along ``j`` with the detector at ``j = 0``: the
 270 degrees and the different depth axis cancel, so the two angles coincide.)
 
-How it was established (``python benchmarks/_pytomography_peer.py`` reruns it): a 32 x 32 x 16
+How it was established (``python -m benchmarks._pytomography_peer`` reruns it): a 32 x 32 x 16
 image with three off-centre point sources of different strengths, an asymmetric attenuation
 map (inside the inscribed circle), 32 views at random (non-uniform) angles and no PSF was
 projected by jaxspect and by PyTomography under every combination of the 8 in-plane
@@ -48,10 +48,10 @@ voxels of 12 mm, 32 views: identity 0.09% NRMSE (with ``pixel_integrated_sigma=T
 radii in reversed view order 1.2%, one mean radius for all views 3.0%.
 
 Forward projections with the full model (attenuation, depth-dependent Gaussian PSF, per-view
-body-contouring radii) of the torso phantom of ``benchmarks/osem.py`` agree to 2.3% NRMSE
+body-contouring radii) of the torso phantom of ``benchmarks.problems.osem_problem`` agree to 2.3% NRMSE
 (32 x 32 x 16 voxels of 19.2 mm, 32 views) and 2.0% (64 x 64 x 40 of 9.6 mm, 64 views); with
 ``pixel_integrated_sigma=True`` 0.9% and 1.5% (0.6% and 0.2% without the first and last axial
-slices). ``python benchmarks/_pytomography_peer.py`` prints these figures. The rest is what the
+slices). ``python -m benchmarks._pytomography_peer`` prints these figures. The rest is what the
 two libraries discretise differently and this module does not try to paper over:
 
 - PSF taps: jaxspect integrates the Gaussian over each pixel; PyTomography samples it at pixel
@@ -282,7 +282,7 @@ def pytomography_osem(phantom, geometry, counts, background, n_iter, n_subsets, 
     }
 
 
-# --- the mapping check (python benchmarks/_pytomography_peer.py) -------------------------------
+# --- the mapping check (python -m benchmarks._pytomography_peer) -------------------------------
 
 
 def _dihedral(a, code):
@@ -348,9 +348,9 @@ def check_psf_depth(n=32, nz=16, nview=32, voxel_mm=12.0):
     import jax.numpy as jnp
 
     import jaxspect as js
-    from osem import make_problem  # noqa: PLC0415
+    from benchmarks.problems import osem_problem  # noqa: PLC0415
 
-    phantom, g = make_problem(n, nz, nview, voxel_mm)
+    phantom, g = osem_problem(n, nz, nview, voxel_mm)
     act = np.asarray(phantom.activity, np.float32).copy()
     act[:, :, :4], act[:, :, -4:] = 0, 0
     theta, radii = np.asarray(g.angles, np.float64), np.asarray(g.radii, np.float64)
@@ -386,8 +386,6 @@ def compare_forward(phantom, geometry, *, pixel_integrated_sigma=False):
 
 
 def _main():
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if not available():
         print("torch/pytomography not importable")
         return
@@ -404,10 +402,10 @@ def _main():
     for name, err in errors.items():
         print(f"  {name:45s} NRMSE {100 * err:.2f}%")
 
-    from osem import make_problem  # noqa: PLC0415
+    from benchmarks.problems import osem_problem  # noqa: PLC0415
 
     for n, nz, nview, vs in ((32, 16, 32, 19.2), (64, 40, 64, 9.6)):
-        phantom, geometry = make_problem(n, nz, nview, vs)
+        phantom, geometry = osem_problem(n, nz, nview, vs)
         for corr in (False, True):
             full, inner, info = compare_forward(phantom, geometry, pixel_integrated_sigma=corr)
             print(f"torso {n}x{n}x{nz}, {vs} mm, {nview} views, body-contouring orbit, PSF "

@@ -3,7 +3,7 @@
 For each ``beta`` (jaxspect's dimensionless definition: the prior's share of the update is
 beta / (1 + beta) in a voxel of typical activity and sensitivity) and once with ``beta``
 trainable (starting from 1), the unrolled EM (K = 3, PaperCNN per iteration) is trained end to
-end on ``torso_problem.py``'s patients and evaluated on the test patients over the noise
+end on ``benchmarks/problems.py``'s patients and evaluated on the test patients over the noise
 realisations: MAE of the 10, 9 and 5 mL lesions against OSEM 16x4 and OSEM 16x4 + 3 EM (the
 ``beta = 0`` model). The beta with the lowest mean small-lesion MAE **on the validation
 patients** is reported as the one to use (``training_methods.py --beta``); the test figures play
@@ -11,8 +11,8 @@ no part in that choice. Writes a figure (test lesion MAE against beta).
 
 Usage::
 
-    python benchmarks/beta_sweep.py                 # default size, ~30 min on 2 cores
-    python benchmarks/beta_sweep.py --quick         # smoke run
+    python -m benchmarks.beta_sweep                 # default size, ~30 min on 2 cores
+    python -m benchmarks.beta_sweep --quick         # smoke run
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 
 from jaxspect.recon import EndToEnd, UnrolledEM, fit, reconstruct_batch
 
-from torso_problem import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
-from training_methods import baselines, network_factory
+from benchmarks.problems import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
+from benchmarks.training_methods import baselines, network_factory
 
 _reconstruct = eqx.filter_jit(reconstruct_batch)
 

@@ -1,10 +1,10 @@
 """Rotation-equivariant SCNNs (e3nn-jax) vs conventional CNNs: the SCNN papers' experiments at
 sizes a 2-core CPU runs in about 25 minutes (``--quick``: about 3 minutes).
 
-    python benchmarks/equivariance.py                 # all six experiments
-    python benchmarks/equivariance.py --only 1,4      # a selection
-    python benchmarks/equivariance.py --quick         # tiny sizes, proves it runs
-    python benchmarks/equivariance.py --figures out/  # also save PNG figures
+    python -m benchmarks.equivariance                 # all six experiments
+    python -m benchmarks.equivariance --only 1,4      # a selection
+    python -m benchmarks.equivariance --quick         # tiny sizes, proves it runs
+    python -m benchmarks.equivariance --figures out/  # also save PNG figures
 
 1. 2-D denoising of a Poisson-noisy brain-like slice (Shepp-Logan; papers' Fig. 2).
 2. 2-D reconstruction with the projector in the loss (papers' Fig. 3).

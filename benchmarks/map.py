@@ -1,7 +1,7 @@
 """Noise vs lesion contrast recovery: OSEM, OSL-quadratic, BSREM-RDP and (optionally) a trained
 unrolled EM on the torso phantom.
 
-Prints figures and writes a PNG; asserts nothing. The patient is ``torso_problem.make_patient``
+Prints figures and writes a PNG; asserts nothing. The patient is ``benchmarks.problems.make_patient``
 (the problem of ``training_methods.py``: same phantom family, orbit, collimator, count level and
 scatter, data simulated on a 2x finer grid and binned, so a model trained there is a fair point
 on the same plot): torso phantom with liver lesions of 67/10/9/5 mL, Poisson noise,
@@ -25,9 +25,9 @@ trained unrolled EM (``jaxspect.load_model``), run as in training from the OSEM 
 
 Usage::
 
-    python benchmarks/map.py                    # torso_problem's default size (~10 min on 2 busy cores)
-    python benchmarks/map.py --quick            # its quick size: a smoke run (~3 min)
-    python benchmarks/map.py --model model.eqx  # + the unrolled EM saved by training_methods.py --save-model
+    python -m benchmarks.map                    # problems.py's default size (~10 min on 2 busy cores)
+    python -m benchmarks.map --quick            # its quick size: a smoke run (~3 min)
+    python -m benchmarks.map --model model.eqx  # + the unrolled EM saved by training_methods.py --save-model
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import numpy as np
 
 import jaxspect as js
 
-from torso_problem import SIZES, make_patient  # the unrolled EM's training set-up
+from benchmarks.problems import SIZES, make_patient  # the unrolled EM's training set-up
 
 LESIONS = ("lesion_1", "lesion_2", "lesion_3", "lesion_4")
 
@@ -65,7 +65,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="32x32x20, 32 views, fewer settings")
     parser.add_argument("--realisations", type=int, default=5, help="noise realisations (>= 2; default 5)")
-    parser.add_argument("--size", choices=list(SIZES), default="default", help="torso_problem size")
+    parser.add_argument("--size", choices=list(SIZES), default="default", help="benchmarks.problems size")
     parser.add_argument("--counts", type=float, default=None, help="total primary counts (default: the size's)")
     parser.add_argument("--seed", type=int, default=100, help="phantom seed (default 100: not a training patient)")
     parser.add_argument("--model", help="a trained unrolled EM (jaxspect.save_model file) to add as one point")

@@ -1,12 +1,12 @@
 """SPECTnet (Shao, Rowe & Du 2021) against an honest OSEM baseline.
 
-    python benchmarks/spectnet.py              # default: 128 x 128, ~1 h on 2 quiet CPU cores
-    python benchmarks/spectnet.py --small      # 64 x 64, 256/48/24 phantoms, ~10 min
-    python benchmarks/spectnet.py --quick      # tiny smoke run (64 x 64, a few phantoms), < 3 min
-    python benchmarks/spectnet.py --full       # the paper's sizes (16,000/2,000/2,000 phantoms,
+    python -m benchmarks.spectnet              # default: 128 x 128, ~1 h on 2 quiet CPU cores
+    python -m benchmarks.spectnet --small      # 64 x 64, 256/48/24 phantoms, ~10 min
+    python -m benchmarks.spectnet --quick      # tiny smoke run (64 x 64, a few phantoms), < 3 min
+    python -m benchmarks.spectnet --full       # the paper's sizes (16,000/2,000/2,000 phantoms,
                                                # 50/20/19 epochs, batch 160): an accelerator job
-    python benchmarks/spectnet.py --small --ablation --patience 3   # L2 x learning-rate grid, ~25 min
-    python benchmarks/spectnet.py --autoencoder --oversample 1   # the paper's autoencoder
+    python -m benchmarks.spectnet --small --ablation --patience 3   # L2 x learning-rate grid, ~25 min
+    python -m benchmarks.spectnet --autoencoder --oversample 1   # the paper's autoencoder
                                                # (128 x 128 layout) until its validation MSE
                                                # plateaus, next to the paper's 0.076
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import equinox as eqx
@@ -40,10 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import jaxspect as js  # noqa: E402
-from jaxspect.spectnet import (  # noqa: E402
+import jaxspect as js
+from jaxspect.spectnet import (
     CLINICAL_COUNTS_PER_SLICE,
     Autoencoder,
     PhantomSet,

@@ -1,7 +1,7 @@
 """Unrolled CNN-regularised EM trained three ways vs OSEM (the paper's Section III-B, Table I).
 
 Prints tables and writes a figure of validation loss and small-lesion MAE against epoch;
-asserts nothing. The problem is ``torso_problem.py``'s (no inverse crime: data simulated on a
+asserts nothing. The problem is ``benchmarks/problems.py``'s (no inverse crime: data simulated on a
 grid twice as fine and binned). The model: K = 3 outer iterations of one inner regularised-EM
 step with the **dimensionless** ``--beta`` (jaxspect's definition: the prior's share of the
 update is beta / (1 + beta) in a voxel of typical activity and sensitivity), the paper's
@@ -28,11 +28,11 @@ validation patients (``--retrain``: once per realisation, the paper's protocol).
 
 Usage::
 
-    python benchmarks/training_methods.py                  # default size, ~1 h on 2 cores
-    python benchmarks/training_methods.py --quick          # smoke run (~2 min)
-    python benchmarks/training_methods.py --epochs 600 --patience 40 --min-improvement 0.005  # to a plateau
-    python benchmarks/training_methods.py --size fine      # 4.8 mm voxels, liver field of view
-    python benchmarks/training_methods.py --size full      # the paper's size (GPU)
+    python -m benchmarks.training_methods                  # default size, ~1 h on 2 cores
+    python -m benchmarks.training_methods --quick          # smoke run (~2 min)
+    python -m benchmarks.training_methods --epochs 600 --patience 40 --min-improvement 0.005  # to a plateau
+    python -m benchmarks.training_methods --size fine      # 4.8 mm voxels, liver field of view
+    python -m benchmarks.training_methods --size full      # the paper's size (GPU)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import jaxspect as js
 from jaxspect.nn import SCNN3d, PaperCNN, count_parameters
 from jaxspect.recon import EndToEnd, Sequential, Truncated, UnrolledEM, fit, reconstruct_batch
 
-from torso_problem import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
+from benchmarks.problems import SIZES, SMALL_LESIONS, evaluate, make_patient, print_table, training_data, voi_masks
 
 METHODS = {"sequential": Sequential(), "truncated": Truncated(), "end-to-end": EndToEnd()}
 _reconstruct = eqx.filter_jit(reconstruct_batch)
@@ -128,7 +128,7 @@ def main(argv=None):
     parser.add_argument("--min-improvement", type=float, default=0.005,
                         help="relative improvement that resets --patience (default 0.005)")
     parser.add_argument("--lesion-weight", type=float, default=0.0,
-                        help="train on the lesion-weighted loss (torso_problem.lesion_weights) with this strength")
+                        help="train on the lesion-weighted loss (benchmarks/problems.py: lesion_weights) with this strength")
     parser.add_argument("--beta", type=float, default=0.3, help="dimensionless regularisation strength")
     parser.add_argument("--network", default="paper", help="paper, scnn, or both: paper,scnn")
     parser.add_argument("--zero-init", action="store_true", help="start every network as the identity")
@@ -210,6 +210,10 @@ def main(argv=None):
                 results[name].append(evaluate(_reconstruct(fitted.model, tests[rr]), test_p))
             v = fitted.val_loss
             last = max(1, len(v) // 10)
+            kept = evaluate(_reconstruct(fitted.model, val), val_p)
+            small = [kept[les]["MAE %"] for les in SMALL_LESIONS]
+            print(f"{name}: validation MAE of the kept model, lesions 2-4: {np.mean(small):.2f} % "
+                  f"({' / '.join(f'{m:.1f}' for m in small)})", flush=True)
             print(f"{name}: trained {train_seconds:.0f} s; validation loss best {v.min():.4g} at epoch "
                   f"{int(np.argmin(v)) + 1}/{len(v)}, mean of the last 10% of epochs {v[-last:].mean():.4g} "
                   f"vs the 10% before {v[-2 * last:-last].mean() if len(v) >= 2 * last else float('nan'):.4g}", flush=True)

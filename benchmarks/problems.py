@@ -1,6 +1,20 @@
-"""Simulated torso patients for the learned-reconstruction benchmarks (public API only).
+"""The benchmarks' problems, built once here from the public API (imported by every script).
 
-One builder for ``training_methods.py`` and ``beta_sweep.py``:
+1. **The projector benchmark's torso** (:class:`ProjectorCase`, :data:`PROJECTOR_CASES`,
+   :func:`projector_phantom`, :func:`projector_geometry`; used by ``projector.py`` and
+   ``gpu.py``): an elliptical water cylinder (semi-axes 140 x 100 mm, full axial length) with
+   two lungs (30% density, low activity), a liver and two hot spheres, attenuation of water at
+   140 keV (0.0153 /mm), 4.8 mm voxels, a circular orbit and a depth-dependent Gaussian PSF for
+   a low-energy high-resolution collimator, FWHM(d) = sqrt(3.5^2 + (0.06 d)^2) mm.
+2. **The paper's OSEM problem** (:func:`osem_problem`; ``osem.py``, ``gpu.py`` and the
+   PyTomography peer's checks): ``jaxspect.phantoms.torso_phantom`` (Lu-177 at 208 keV, four
+   liver lesions of 67/10/9/5 mL) on a body-contouring orbit (10 mm clearance, as in the paper)
+   with a medium-energy collimator, FWHM(d) = sqrt(2.5^2 + (0.1 d)^2) mm (~10 mm at 100 mm).
+3. **Simulated torso patients for the learned experiments** (:func:`make_patient`,
+   :data:`SIZES`, :func:`training_data`, ...; ``training_methods.py``, ``beta_sweep.py``,
+   ``map.py``, ``gpu.py``), described below.
+
+Simulated torso patients:
 
 - torso phantoms (``jaxspect.phantoms.torso_phantom``: Lu-177 at 208 keV, liver lesions of
   67/10/9/5 mL), each patient a different PRNG key (anatomy, concentrations, lesion positions);
@@ -30,6 +44,89 @@ import jaxspect as js
 from jaxspect.metrics import voi_table
 from jaxspect.phantoms import torso_phantom
 from jaxspect.recon import TrainingData, batch_osem, stack_projectors
+
+# --- 1. the projector benchmark's torso ----------------------------------------------------------
+
+LEHR_FWHM0_MM, LEHR_SLOPE = 3.5, 0.06  # low-energy high-resolution collimator: ~7 mm at 10 cm
+MU_WATER_PER_MM = 0.0153  # water at 140 keV (Tc-99m)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectorCase:
+    """An ``(n, n, nz)`` image of ``voxel_mm`` voxels, ``nview`` views over 360 degrees on a
+    circular orbit of ``radius_mm``, Gaussian PSF taps ``2 psf_half_width + 1`` per axis."""
+
+    name: str
+    shape: tuple[int, int, int]
+    nview: int
+    psf_half_width: int
+    voxel_mm: float = 4.8
+    radius_mm: float = 260.0
+    note: str = ""
+
+    @property
+    def psf_size(self) -> int:
+        return 2 * self.psf_half_width + 1
+
+    def describe(self) -> str:
+        nx, ny, nz = self.shape
+        p = self.psf_size
+        return (f"case {self.name}: image {nx}x{ny}x{nz}, {self.nview} views, PSF {p}x{p}, "
+                f"voxel {self.voxel_mm} mm, orbit radius {self.radius_mm:g} mm ({self.note})")
+
+
+PROJECTOR_CASES = {
+    "a": ProjectorCase("a", (64, 64, 40), 60, 9,
+                       note="SPECTrecon.jl timing setup: 290 ms forward / 208 ms back published"),
+    # 19 taps cover +-3 sigma of the widest response at this orbit (FWHM 34 mm at 560 mm)
+    "b": ProjectorCase("b", (128, 128, 80), 128, 9, note="the paper's size"),
+    "tiny": ProjectorCase("tiny", (16, 16, 8), 8, 2, voxel_mm=19.2, note="a smoke test"),
+}
+
+
+def projector_phantom(case: ProjectorCase):
+    """Activity and attenuation maps (numpy float32, ``case.shape``; 1/mm), fixed for a case.
+
+    Lengths are in mm, so the body is the same physical size at every grid and fits inside the
+    orbit.
+    """
+    nx, ny, nz = case.shape
+    d = case.voxel_mm
+    x = (np.arange(nx) - (nx - 1) / 2)[:, None, None] * d
+    y = (np.arange(ny) - (ny - 1) / 2)[None, :, None] * d
+    z = (np.arange(nz) - (nz - 1) / 2)[None, None, :] * d
+
+    def ellipsoid(cx, cy, cz, ax, ay, az):
+        return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2 <= 1
+
+    body = np.broadcast_to((x / 140.0) ** 2 + (y / 100.0) ** 2 <= 1, case.shape)
+    lungs = ellipsoid(60, 10, 40, 40, 50, 70) | ellipsoid(-60, 10, 40, 40, 50, 70)
+    liver = ellipsoid(-45, -10, -40, 55, 45, 50) & ~lungs
+    lesions = [(ellipsoid(40, -30, -20, 15, 15, 15), 10.0), (ellipsoid(0, 45, 20, 10, 10, 10), 8.0)]
+
+    mumap = np.where(body, MU_WATER_PER_MM, 0.0)
+    mumap = np.where(body & lungs, 0.3 * MU_WATER_PER_MM, mumap)
+    activity = np.where(body, 1.0, 0.0)
+    activity = np.where(body & lungs, 0.2, activity)
+    activity = np.where(body & liver, 4.0, activity)
+    for mask, value in lesions:
+        activity = np.where(body & mask, value, activity)
+    return activity.astype(np.float32), mumap.astype(np.float32)
+
+
+def projector_geometry(case: ProjectorCase, *, psf_half_width: int | None = None, explicit_psf: bool = False):
+    """The case's ``SPECTGeometry``; ``psf_half_width`` overrides the case's taps (0: no PSF),
+    ``explicit_psf`` gives the same Gaussian as an ``ExplicitPSF`` array."""
+    h = case.psf_half_width if psf_half_width is None else psf_half_width
+    psf = js.GaussianPSF(LEHR_FWHM0_MM, LEHR_SLOPE, half_width_x=h, half_width_z=h)
+    geometry = js.SPECTGeometry(case.shape, (case.voxel_mm,) * 3, psf, nview=case.nview, radii=case.radius_mm)
+    if explicit_psf:
+        psf = js.ExplicitPSF(np.asarray(psf.as_array(geometry)))
+        geometry = js.SPECTGeometry(case.shape, (case.voxel_mm,) * 3, psf, nview=case.nview, radii=case.radius_mm)
+    return geometry
+
+
+# --- 2 and 3. torso_phantom problems (Lu-177) ----------------------------------------------------
 
 FWHM0_MM, SLOPE = 2.5, 0.1  # medium-energy parallel-hole collimator (Lu-177)
 ROWS = ("lesion_1", "lesion_2", "lesion_3", "lesion_4", "liver", "lung", "spleen", "kidney")
@@ -74,16 +171,32 @@ def _bin_views(v, f: int):
     return v.reshape(nx // f, f, nz // f, f, nview).sum(axis=(1, 3))
 
 
-def _geometry(shape, voxel_mm, angles, body):
-    # the same PSF taps for every patient (so that their projectors stack): 3 sigma at the
-    # largest depth (a detector at most half a field of view from the axis, which the
-    # orbits here are)
-    depth = shape[0] * voxel_mm
-    half = int(np.ceil(3 * np.hypot(FWHM0_MM, SLOPE * depth) / 2.3548 / voxel_mm))
+def contoured_geometry(shape, voxel_mm, angles, body, *, fixed_taps=True):
+    """A body-contouring orbit (10 mm clearance around the ``body`` mask) with the Lu-177
+    medium-energy collimator response.
+
+    ``fixed_taps``: the PSF's tap half width set from the field of view (3 sigma at a depth of
+    one field of view: a detector at most half a field of view from the axis, which these
+    orbits are), so that the taps, and hence the projectors of different patients, agree and
+    stack; else ``GaussianPSF``'s own choice for this orbit.
+    """
+    half = None
+    if fixed_taps:
+        depth = shape[0] * voxel_mm
+        half = int(np.ceil(3 * np.hypot(FWHM0_MM, SLOPE * depth) / 2.3548 / voxel_mm))
     psf = js.GaussianPSF(FWHM0_MM, SLOPE, half_width_x=half, half_width_z=half)
     probe = js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=shape[0] * voxel_mm)
     radii = np.asarray(probe.object_extent(body)) + 10.0
     return js.SPECTGeometry(shape, (voxel_mm,) * 3, psf, angles=angles, radii=radii)
+
+
+def osem_problem(n: int = 128, nz: int = 80, nview: int = 128, voxel_mm: float = 4.8, seed: int = 0):
+    """``(phantom, geometry)``: ``torso_phantom`` on an ``(n, n, nz)`` grid (defaults: the
+    paper's size), ``nview`` views over 360 degrees on a body-contouring orbit."""
+    shape = (n, n, nz)
+    phantom = torso_phantom(jax.random.key(seed), shape=shape, voxel_size=(voxel_mm,) * 3, energy_kev=208.0)
+    angles = 2 * np.pi * np.arange(nview) / nview
+    return phantom, contoured_geometry(shape, voxel_mm, angles, phantom.masks["body"], fixed_taps=False)
 
 
 def make_patient(seed: int, size: ProblemSize, n_noise: int, *, fine: bool = True) -> dict:
@@ -94,7 +207,7 @@ def make_patient(seed: int, size: ProblemSize, n_noise: int, *, fine: bool = Tru
     sim_shape = tuple(f * s for s in shape)
     phantom = torso_phantom(jax.random.key(seed), shape=sim_shape, voxel_size=(size.voxel_mm / f,) * 3)
     angles = 2 * np.pi * np.arange(size.nview) / size.nview
-    sim_geometry = _geometry(sim_shape, size.voxel_mm / f, angles, phantom.masks["body"])
+    sim_geometry = contoured_geometry(sim_shape, size.voxel_mm / f, angles, phantom.masks["body"])
     sim = js.SPECTProjector(sim_geometry, jnp.asarray(phantom.mumap, jnp.float32))
     primary = eqx.filter_jit(sim)(jnp.asarray(phantom.activity, jnp.float32))
     primary = _bin_views(primary, f)
@@ -112,7 +225,7 @@ def make_patient(seed: int, size: ProblemSize, n_noise: int, *, fine: bool = Tru
     masks["lung"] = masks["lung_left"] | masks["lung_right"]
     masks["kidney"] = masks["kidney_left"] | masks["kidney_right"]
     mumap = jnp.asarray(pool(phantom.mumap), jnp.float32)
-    geometry = _geometry(shape, size.voxel_mm, angles, pool(phantom.masks["body"]) > 0)  # mumap's support
+    geometry = contoured_geometry(shape, size.voxel_mm, angles, pool(phantom.masks["body"]) > 0)  # mumap's support
     # activity per voxel of the reconstruction grid, in the data's count units (f^3 fine voxels)
     target = jnp.asarray(pool(phantom.activity) * f**3 * scale, jnp.float32)
     return {
