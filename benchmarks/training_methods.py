@@ -95,6 +95,22 @@ def network_factory(name: str, voxel_mm: float, zero_init: bool):
     return (lambda k: zero_last(make(k))) if zero_init else make
 
 
+def print_paired(results: dict, base: str, metric: str) -> None:
+    """Per lesion, each learned method's ``metric`` minus ``base``'s on the same noise realisation:
+    mean +- std of the paired differences (negative: the learned method is better)."""
+    learned = [m for m in results if not m.startswith("OSEM")]
+    if not learned:
+        return
+    print(f"\n{metric} paired difference against {base} (mean +- std over noise realisations; negative is better)")
+    print(f"{'VOI':10s}" + "".join(f"{m:>22s}" for m in learned))
+    for row in ("lesion_1",) + SMALL_LESIONS:
+        cells = []
+        for m in learned:
+            d = [r[row][metric] - b[row][metric] for r, b in zip(results[m], results[base])]
+            cells.append(f"{np.mean(d):+.1f} +- {np.std(d):.1f}")
+        print(f"{row:10s}" + "".join(f"{c:>22s}" for c in cells))
+
+
 def save_curves(path, histories: dict, epochs: int) -> None:
     import matplotlib
 
@@ -221,6 +237,7 @@ def main(argv=None):
 
     print_table(results, "MAE %")
     print_table(results, "NRMSE %")
+    print_paired(results, "OSEM+3EM", "MAE %")
     print(f"\n{'method':12s}{'s/epoch':>10s}{'train s':>10s}")
     for name, (sec, total) in timing.items():
         print(f"{name:12s}{sec:10.2f}{total:10.0f}")
