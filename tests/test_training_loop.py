@@ -143,8 +143,12 @@ def test_fit_records_vois_resumes_and_reuses_the_compiled_step(rng, tmp_path, mo
     np.testing.assert_allclose(resumed.history["val_loss"], full.history["val_loss"], rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(full.model), jax.tree_util.tree_leaves(resumed.model)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    seq = fit(model, train_set, val, epochs=2, gradient=Sequential(), key=jax.random.key(0), voi_masks=masks)
+    # sequential training, on the lesion-style weighted loss (the hot region counts 4x)
+    weigh = lambda d: eqx.tree_at(lambda d: d.weights, d, 1 + 3.0 * (d.target > 5), is_leaf=lambda v: v is None)
+    seq = fit(model, weigh(train_set), weigh(val), epochs=2, gradient=Sequential(), key=jax.random.key(0),
+              voi_masks=masks)
     assert len(seq.history["val_MAE/hot"]) == 2 * 2  # two networks, one after the other
+    assert np.all(np.isfinite(seq.history["val_loss"]))
     with pytest.raises(ValueError, match="voi_masks"):
         fit(model, train_set, val, epochs=1, key=jax.random.key(0), voi_masks={"bad": masks["hot"][:1]})
 
