@@ -111,6 +111,19 @@ def _get(header, key, path, convert=str, default=None, required=False):
         raise ValueError(f"Interfile header {path}: '{key} := {header[key]}' is not {expected}") from None
 
 
+def volume_grid(header, path, dialect: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """``(shape, voxel size in mm)`` of a 3-D Interfile volume, from ``matrix size [1..3]`` and
+    ``scaling factor (mm/pixel) [1..3]`` (both required and positive); ``dialect`` names the
+    writer in the error messages."""
+    shape = tuple(_get(header, f"matrix size [{n}]", path, _int, required=True) for n in (1, 2, 3))
+    if min(shape) <= 0:
+        raise ValueError(f"{dialect} header {path}: 'matrix size [1..3]' must be positive, got {shape}")
+    voxel = tuple(_get(header, f"scaling factor (mm/pixel) [{n}]", path, _number, required=True) for n in (1, 2, 3))
+    if min(voxel) <= 0:
+        raise ValueError(f"{dialect} header {path}: 'scaling factor (mm/pixel) [1..3]' must be positive, got {voxel}")
+    return shape, voxel
+
+
 def _number(value: str) -> float:
     number = float(value)
     if not np.isfinite(number):

@@ -51,7 +51,7 @@ import numpy as np
 from .._attenuation_coefficients import linear_attenuation
 from ._affine import grid_affine
 from ._ct import hu_to_mu, resample_to_grid
-from ._interfile import _get, _int, _number, parse_interfile_header, read_raw_values
+from ._interfile import _get, _int, parse_interfile_header, read_raw_values, volume_grid
 from ._mumap import check_mumap_units
 from ._simind import parse_simind_comments
 
@@ -108,12 +108,7 @@ def load_simind_density_map(path, *, units: str | None = None, data_file=None) -
         raise ValueError(f"SIMIND map header {path}: {where}; expected mu (1/cm), HU or density: pass "
                          "units='mu'|'hu'|'density'|'density_x1000'")
     kind = _UNITS[name]
-    shape = tuple(_get(header, f"matrix size [{n}]", path, _int, required=True) for n in (1, 2, 3))
-    if min(shape) <= 0:
-        raise ValueError(f"SIMIND map header {path}: 'matrix size [1..3]' must be positive, got {shape}")
-    voxel = tuple(_get(header, f"scaling factor (mm/pixel) [{n}]", path, _number, required=True) for n in (1, 2, 3))
-    if min(voxel) <= 0:
-        raise ValueError(f"SIMIND map header {path}: 'scaling factor (mm/pixel) [1..3]' must be positive, got {voxel}")
+    shape, voxel = volume_grid(header, path, "SIMIND map")
     images = _get(header, "total number of images", path, _int)
     if images is not None and images != shape[2]:
         raise ValueError(f"SIMIND map header {path}: '!total number of images := {images}' differs from "

@@ -75,7 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._interfile import _get, _int, _number, _parse_radii, parse_interfile_header, read_projection_header, read_raw_values
+from ._interfile import (_get, _int, _number, _parse_radii, parse_interfile_header, read_projection_header,
+                         read_raw_values, volume_grid)
 from ._mumap import check_mumap_units
 from ._projections import ProjectionData
 from ._safety import FileCheckError
@@ -185,12 +186,7 @@ def read_stir_image(path, *, data_file=None) -> StirImage:
         key = f"matrix axis label [{index}]"
         if key in header and _standardise(header[key]) != label:
             raise ValueError(f"STIR image header {path}: '{key} := {header[key]}', expected '{label}'")
-    shape = tuple(_get(header, f"matrix size [{n}]", path, _int, required=True) for n in (1, 2, 3))
-    if min(shape) <= 0:
-        raise ValueError(f"STIR image header {path}: 'matrix size [1..3]' must be positive, got {shape}")
-    voxel = tuple(_get(header, f"scaling factor (mm/pixel) [{n}]", path, _number, required=True) for n in (1, 2, 3))
-    if min(voxel) <= 0:
-        raise ValueError(f"STIR image header {path}: 'scaling factor (mm/pixel) [1..3]' must be positive, got {voxel}")
+    shape, voxel = volume_grid(header, path, "STIR image")
     _one_time_frame(header, path)
     scale = _get(header, "image scaling factor [1]", path, _number, 1.0)
     if scale == 0:
