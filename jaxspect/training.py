@@ -155,8 +155,11 @@ def _read_checkpoint(path, like, fingerprint: str):
             meta = json.loads(f.readline().decode())
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = None
-        if not isinstance(meta, dict) or meta.get("format") != _CHECKPOINT_FORMAT:
+        if not isinstance(meta, dict) or "fingerprint" not in meta:
             raise ValueError(f"checkpoint {path} is not a jaxspect training checkpoint (format {_CHECKPOINT_FORMAT})")
+        if meta.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint {path} has format {meta.get('format')}, this jaxspect reads format "
+                             f"{_CHECKPOINT_FORMAT}: delete it or use another checkpoint path")
         if meta.get("fingerprint") != fingerprint:
             raise ValueError(f"checkpoint {path} was written for a different model, optimiser or loop "
                              "(structure, shapes or dtypes differ): use another checkpoint path or delete it")

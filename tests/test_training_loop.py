@@ -96,6 +96,11 @@ def test_early_stopping_on_a_plateau(tmp_path):
     assert first.stopped and again.stopped and len(again.history["val_loss"]) == len(first.history["val_loss"]) == 5
     with pytest.raises(ValueError, match="patience"):
         train(model, squared_error, batches, epochs=5, optimizer=opt, key=jax.random.key(1), patience=0)
+    # a checkpoint of the previous format (no plateau state) is refused by its format
+    header, rest = ckpt.read_bytes().split(b"\n", 1)
+    ckpt.write_bytes(header.replace(b'"format": 2', b'"format": 1') + b"\n" + rest)
+    with pytest.raises(ValueError, match="has format 1"):
+        run(validate=lambda m: 0.0, checkpoint=ckpt)
 
 
 def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
