@@ -34,11 +34,12 @@ def stages(shape, psf_taps: int, *, attenuation: bool = True, cached: bool = Fal
     if attenuation:
         out.append(dict(stage="attenuation multiply", flops=n, flops_taps=n, bytes=3 * F32 * n))
     if psf_taps > 1:
-        out.append(dict(stage="PSF matrices", flops=0, flops_taps=0, bytes=F32 * ny * (nx * nx + nz * nz)))
-        out.append(dict(stage="blur z (GEMM)", flops=2 * nx * ny * nz * nz, flops_taps=2 * psf_taps * n,
+        p = psf_taps
+        out.append(dict(stage="PSF matrices (z)", flops=0, flops_taps=0, bytes=F32 * ny * nz * nz))
+        out.append(dict(stage="blur z (GEMM)", flops=2 * nx * ny * nz * nz, flops_taps=2 * p * n,
                         bytes=F32 * (2 * n + ny * nz * nz)))
-        out.append(dict(stage="blur x + depth sum (GEMM)", flops=2 * nx * nx * ny * nz,
-                        flops_taps=2 * psf_taps * n + n, bytes=F32 * (n + ny * nx * nx + nx * nz)))
+        out.append(dict(stage="blur x + depth sum (taps)", flops=2 * p * n + p * nx * nz,
+                        flops_taps=2 * p * n + p * nx * nz, bytes=F32 * (n + 2 * p * nx * nz + nx * nz)))
     else:
         out.append(dict(stage="depth sum", flops=n, flops_taps=n, bytes=F32 * (n + nx * nz)))
     return out
@@ -126,14 +127,20 @@ def stage_times(image, mumap, geometry, *, repeats=5) -> dict:
         t["attenuation multiply"] = _median_time(jax.jit(jnp.multiply), image, mumap, repeats=repeats)
     if p > 1:
         tx, tz = fx[0, 0], fz[0, 0]
-        t["PSF matrices"] = _median_time(jax.jit(lambda a, b: (band(a, nx), band(b, nz))), tx, tz, repeats=repeats)
-        bx, bz = band(tx, nx), band(tz, nz)
+        t["PSF matrices (z)"] = _median_time(jax.jit(lambda b: band(b, nz)), tz, repeats=repeats)
+        bz = band(tz, nz)
         planes = jnp.transpose(image, (1, 0, 2))  # depth-major (ny, nx, nz)
-        t["blur z (GEMM)"] = _median_time(jax.jit(lambda v, b: jnp.einsum("jim,jkm->jik", v, b)), planes, bz,
+        t["blur z (GEMM)"] = _median_time(jax.jit(lambda v, b: jnp.einsum("jim,jkm->jki", v, b)), planes, bz,
                                           repeats=repeats)
-        bxt = jnp.transpose(bx, (1, 0, 2)).reshape(nx, ny * nx)
-        t["blur x + depth sum (GEMM)"] = _median_time(jax.jit(lambda b, v: b @ v.reshape(ny * nx, nz)), bxt,
-                                                      planes, repeats=repeats)
+
+        def blur_x_and_sum(taps, v):
+            """Tap by tap: ``U = taps' @ planes`` (one GEMM), then the taps' shifts of ``U``."""
+            h = p // 2
+            u = (taps.T @ v.reshape(ny, nx * nz)).reshape(p, nx, nz)
+            u = jnp.pad(u, ((0, 0), (h, h), (0, 0)), mode="edge")
+            return sum(u[t, 2 * h - t : 2 * h - t + nx] for t in range(p))
+
+        t["blur x + depth sum (taps)"] = _median_time(jax.jit(blur_x_and_sum), tx, planes, repeats=repeats)
     else:
         t["depth sum"] = _median_time(jax.jit(lambda v: jnp.sum(v, axis=1)), image, repeats=repeats)
     t["one view, forward"] = _median_time(jax.jit(lambda x, m, g: js.forward_project(x, m, g)), image, mumap, one,
@@ -142,3 +149,44 @@ def stage_times(image, mumap, geometry, *, repeats=5) -> dict:
     t["one view, back"] = _median_time(jax.jit(lambda v, m, g: js.back_project(v, m, g)), view, mumap, one,
                                        repeats=repeats)
     return t
+
+
+def op_profile(fn, args, *, per: int = 1, top: int = 10) -> list[dict]:
+    """Where one call of ``fn(*args)`` spends its time, from a ``jax.profiler`` trace: the
+    ``top`` XLA operations (fusions, GEMMs, loops) by total time, each ``{"op", "what",
+    "calls", "seconds"}`` with ``seconds`` divided by ``per`` (e.g. the number of views).
+
+    ``what`` is the JAX operation the XLA op came from (its ``op_name`` metadata, without the
+    ``jit(...)`` and ``closed_call`` parts). A loop's time includes the ops inside it, which
+    are listed too.
+    """
+    import collections
+    import glob
+    import gzip
+    import json
+    import re
+    import tempfile
+
+    import jax
+
+    compiled = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(compiled(*args))  # warm-up
+    origin = {m.group(1): m.group(2) for m in re.finditer(r'%([\w.\-]+) = .*?op_name="([^"]*)"', compiled.as_text())}
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            jax.block_until_ready(compiled(*args))
+        (path,) = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total, calls = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and "hlo_op" in e.get("args", {}):  # XLA's own ops only
+            total[e["name"]] += e.get("dur", 0) * 1e-6
+            calls[e["name"]] += 1
+    out = []
+    for name, seconds in total.most_common(top):
+        parts = [p for p in origin.get(name, "").split("/") if p != "closed_call" and not p.startswith("jit(")]
+        what = "/".join(parts[-3:])
+        out.append(dict(op=name, what=what, calls=calls[name], seconds=seconds / per))
+    return out

@@ -102,6 +102,8 @@ def _floor_kind(spec):
     out = _floor.machine_peaks()
     out["stage_times_s"] = _floor.stage_times(jnp.asarray(activity), jnp.asarray(mu), geom,
                                               repeats=spec.get("repeats", 5))
+    out["profile"] = {op: _floor.op_profile(*problem(case.name, "full", "bilinear", op), per=case.nview)
+                      for op in ("forward", "back")}
     return out
 
 

@@ -48,23 +48,28 @@ rotate mu (uncached)          ``8 N``                                ``4 (N + N)
 attenuation factors           ``4 N`` (running sum, half-voxel       ``4 (N + N)``
                               term, scale, exp counted as 1)
 attenuation multiply          ``N``                                  ``4 (2 N + N)``
-PSF matrices                  0                                      ``4 ny (nx^2 + nz^2)`` (dense
-                                                                     per-plane blur matrices)
+PSF matrices (z)              0                                      ``4 ny nz^2`` (dense per-plane
+                                                                     z blur matrices)
 blur z (GEMM)                 ``2 nx ny nz^2``                       ``4 (N + ny nz^2 + N)``
-blur x + depth sum (GEMM)     ``2 nx^2 ny nz``                       ``4 (N + ny nx^2 + nx nz)``
+blur x + depth sum (taps)     ``2 p N + p nx nz`` (GEMM ``(p, ny)    ``4 (N + 2 p nx nz + nx nz)``
+                              @ (ny, nx nz)``, then the taps'
+                              shifts summed)
 depth sum (no PSF)            ``N``                                  ``4 (N + nx nz)``
 ============================  =====================================  ================================
 
 The back projection does the transposed stages (same counts). The direct-convolution count of
-the blurs, ``2 p N`` per axis, is printed next to the GEMM count: the GEMMs do ``n / p`` times
-more arithmetic (dense band matrices) in exchange for running at GEMM speed. The same run
+the blurs, ``2 p N`` per axis, is printed next to the projector's count: the z GEMM does
+``nz / p`` times more arithmetic (dense band matrices) in exchange for running at GEMM speed;
+the x blur is applied tap by tap already. The same run
 measures the machine: memory bandwidth (a jitted in-place ``a + 1`` over 64 MiB, read + write) and FMA
 throughput (a jitted 1024^3 float32 GEMM); the floor of a stage is
 ``max(FLOPs / FLOP/s, bytes / bandwidth)``, summed over stages and views (the grad: forward +
 back), and the report prints the fraction of it achieved (floor time / measured time; 1 is the
 limit). It also times each stage of one view jitted alone (public ``jaxspect`` functions:
 ``js.rotate``, ``js.rotate_adjoint``, ``js.attenuation_factors``; ``jnp`` GEMMs of the
-projector's shapes) and one whole view, so that the stage that dominates is visible.
+projector's shapes) and one whole view, and it profiles a whole forward and back projection
+(``jax.profiler``: the XLA operations that take the most time, per view, each with the JAX
+operation it came from), so that the stage that dominates is visible.
 
 Peer comparison: when ``torch`` and ``pytomography`` are importable, PyTomography's
 ``SPECTSystemMatrix`` (built by ``benchmarks._pytomography_peer.build_system_matrix``) projects
@@ -198,6 +203,11 @@ def floor_report(name, case, floor, results):
             lines.append(f"  {op:8s} floor {fmt_s(floor_s)} (direct-convolution blur: "
                          f"{fmt_s(factor * nview * total_taps)}), measured {fmt_s(r['median_s'])}: "
                          f"{100 * floor_s / r['median_s']:.0f}% of the floor's speed (floor / measured)")
+    for op, ops in floor.get("profile", {}).items():
+        lines.append(f"where a whole {op} projection spends its time (jax.profiler; per view; a loop includes "
+                     "the ops inside it):")
+        rows = [[o["op"], o["what"], str(o["calls"]), fmt_s(o["seconds"])] for o in ops]
+        lines.append(table(rows, ["XLA op", "from", "calls", "per view"], left=2))
     return "\n".join(lines)
 
 

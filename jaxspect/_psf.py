@@ -239,6 +239,29 @@ def _blur_matrix_index(n: int, p: int) -> np.ndarray:
     return index
 
 
+def _shifted_sum(padded: Float[Array, "r p nz m"], n: int) -> Float[Array, "r nz n"]:
+    """``out[..., a] = sum_t padded[:, t, ..., a + 2h - t]`` for ``p = 2h + 1`` taps: the sum
+    over tap offsets of a tap-major stack edge-padded by ``h`` along its last axis (``m = n +
+    2h``)."""
+    p = padded.shape[1]
+    h = (p - 1) // 2
+    out = padded[:, 0, ..., 2 * h : 2 * h + n]
+    for t in range(1, p):
+        out = out + padded[:, t, ..., 2 * h - t : 2 * h - t + n]
+    return out
+
+
+def _edge_fold(spread: Float[Array, "p nz m"], n: int) -> Float[Array, "p nz n"]:
+    """Transpose of edge-padding the last axis by ``h`` on each side (``m = n + 2h``): interior
+    entries are copied, the ``h + 1`` first (last) are summed into entry 0 (``n - 1``)."""
+    h = (spread.shape[-1] - n) // 2
+    if n == 1:
+        return jnp.sum(spread, axis=-1, keepdims=True)
+    first = jnp.sum(spread[..., : h + 1], axis=-1, keepdims=True)
+    last = jnp.sum(spread[..., n - 1 + h :], axis=-1, keepdims=True)
+    return jnp.concatenate([first, spread[..., h + 1 : n - 1 + h], last], axis=-1)
+
+
 def blur_matrices(taps: Float[Array, "... p"], n: int) -> Float[Array, "... n n"]:
     """Matrices ``M`` with ``M @ u == convolve(u, taps, mode="nearest")`` along one axis.
 
@@ -265,24 +288,33 @@ def blur_and_sum(planes: Float[Array, "ny nx nz"], fx, fz) -> Float[Array, "nx n
     and sum over depth.
 
     ``fx``: ``(r, ny, px)``, ``fz``: ``(r, ny, pz)`` separable factors of one view. The z blur
-    is a batch of small GEMMs (one per plane); the x blur and the depth sum are one GEMM
-    ``(nx, r*ny*nx) @ (r*ny*nx, nz)``.
+    is a batch of small GEMMs (one per plane, replicate padding folded into the matrices),
+    written ``(k, i)``-major as XLA's CPU GEMM produces it. The x blur and the depth sum are
+    done tap by tap: ``U[t] = sum_j fx[j, t] T[j]`` is one GEMM ``(px, ny) @ (ny, nz*nx)``
+    (``2 px`` FLOPs per voxel rather than ``2 nx`` for a dense x matrix), then ``out[a] =
+    sum_t U[t, clip(a - t + h)]``: the taps' shifts of the edge-padded ``U``, which is the
+    replicate padding.
     """
     ny, nx, nz = planes.shape
-    r = fx.shape[0]
-    bx = blur_matrices(fx, nx)  # (r, ny, a, i)
+    r, _, px = fx.shape
+    h = (px - 1) // 2
     bz = blur_matrices(fz, nz)  # (r, ny, k, m)
-    t = jnp.einsum("jim,rjkm->rjik", planes, bz).reshape(r * ny * nx, nz)
-    bx = jnp.transpose(bx, (2, 0, 1, 3)).reshape(nx, r * ny * nx)
-    return bx @ t
+    t = jnp.einsum("jim,rjkm->rjki", planes, bz).reshape(r, ny, nz * nx)
+    u = jnp.einsum("rjt,rjv->rtv", fx, t).reshape(r, px, nz, nx)
+    u = jnp.pad(u, ((0, 0), (0, 0), (0, 0), (h, h)), mode="edge")
+    return jnp.sum(_shifted_sum(u, nx), axis=0).T
 
 
 def blur_and_sum_adjoint(view: Float[Array, "nx nz"], fx, fz) -> Float[Array, "ny nx nz"]:
-    """Exact adjoint of :func:`blur_and_sum`: spread a view over all depth planes."""
+    """Exact adjoint of :func:`blur_and_sum`: spread a view over all depth planes (each step of
+    the forward transposed, in reverse order)."""
     nx, nz = view.shape
-    r, ny, _ = fx.shape
-    bx = blur_matrices(fx, nx)
+    r, ny, px = fx.shape
+    h = (px - 1) // 2
+    # Transpose of the shifted sum: tap t sees the view shifted by t - 2h, zero outside.
+    wide = jnp.pad(view.T, ((0, 0), (2 * h, 2 * h)))
+    spread = jnp.stack([wide[:, t : t + nx + 2 * h] for t in range(px)])  # (px, nz, nx + 2h)
+    u = _edge_fold(spread, nx).reshape(px, nz * nx)
+    t = jnp.einsum("rjt,tv->rjv", fx, u).reshape(r, ny, nz, nx)
     bz = blur_matrices(fz, nz)
-    bx = jnp.transpose(bx, (2, 0, 1, 3)).reshape(nx, r * ny * nx)
-    t = (bx.T @ view).reshape(r, ny, nx, nz)
-    return jnp.einsum("rjik,rjkm->jim", t, bz)
+    return jnp.einsum("rjki,rjkm->jim", t, bz)
