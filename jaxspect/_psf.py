@@ -251,15 +251,15 @@ def _shifted_sum(padded: Float[Array, "r p nz m"], n: int) -> Float[Array, "r nz
     return out
 
 
-def _edge_fold(spread: Float[Array, "p nz m"], n: int) -> Float[Array, "p nz n"]:
-    """Transpose of edge-padding the last axis by ``h`` on each side (``m = n + 2h``): interior
-    entries are copied, the ``h + 1`` first (last) are summed into entry 0 (``n - 1``)."""
-    h = (spread.shape[-1] - n) // 2
+def _edge_fold(spread: Float[Array, "p m nz"], n: int) -> Float[Array, "p n nz"]:
+    """Transpose of edge-padding axis 1 by ``h`` on each side (``m = n + 2h``): interior rows
+    are copied, the ``h + 1`` first (last) are summed into row 0 (``n - 1``)."""
+    h = (spread.shape[1] - n) // 2
     if n == 1:
-        return jnp.sum(spread, axis=-1, keepdims=True)
-    first = jnp.sum(spread[..., : h + 1], axis=-1, keepdims=True)
-    last = jnp.sum(spread[..., n - 1 + h :], axis=-1, keepdims=True)
-    return jnp.concatenate([first, spread[..., h + 1 : n - 1 + h], last], axis=-1)
+        return jnp.sum(spread, axis=1, keepdims=True)
+    first = jnp.sum(spread[:, : h + 1], axis=1, keepdims=True)
+    last = jnp.sum(spread[:, n - 1 + h :], axis=1, keepdims=True)
+    return jnp.concatenate([first, spread[:, h + 1 : n - 1 + h], last], axis=1)
 
 
 def blur_matrices(taps: Float[Array, "... p"], n: int) -> Float[Array, "... n n"]:
@@ -311,10 +311,12 @@ def blur_and_sum_adjoint(view: Float[Array, "nx nz"], fx, fz) -> Float[Array, "n
     nx, nz = view.shape
     r, ny, px = fx.shape
     h = (px - 1) // 2
-    # Transpose of the shifted sum: tap t sees the view shifted by t - 2h, zero outside.
-    wide = jnp.pad(view.T, ((0, 0), (2 * h, 2 * h)))
-    spread = jnp.stack([wide[:, t : t + nx + 2 * h] for t in range(px)])  # (px, nz, nx + 2h)
-    u = _edge_fold(spread, nx).reshape(px, nz * nx)
-    t = jnp.einsum("rjt,tv->rjv", fx, u).reshape(r, ny, nz, nx)
+    # Transpose of the shifted sum: tap t sees the view shifted by t - 2h, zero outside. Rows
+    # are x here (not z as in the forward), so that the GEMM writes (j, i, k), the layout of
+    # the z blur's output and of the rotation's input.
+    wide = jnp.pad(view, ((2 * h, 2 * h), (0, 0)))
+    spread = jnp.stack([wide[t : t + nx + 2 * h] for t in range(px)])  # (px, nx + 2h, nz)
+    u = _edge_fold(spread, nx).reshape(px, nx * nz)
+    t = (fx.reshape(r * ny, px) @ u).reshape(r, ny, nx, nz)
     bz = blur_matrices(fz, nz)
-    return jnp.einsum("rjki,rjkm->jim", t, bz)
+    return jnp.einsum("rjik,rjkm->jim", t, bz)
