@@ -32,8 +32,10 @@ def test_blur_matrices_match_scipy_nearest_convolution(rng, x64, n, p):
     np.testing.assert_allclose(m @ u, ndi.convolve1d(u, taps, mode="nearest"), rtol=1e-12)
 
 
-# kernels narrower and wider than the image, single-pixel rows/slices
-@pytest.mark.parametrize("ny,nx,nz,px,pz", [(4, 10, 7, 5, 3), (3, 3, 4, 9, 5), (2, 1, 3, 5, 3), (3, 6, 1, 7, 1)])
+# kernels narrower and wider than the image (x taps beyond the edge are folded), single-pixel
+# rows/slices
+@pytest.mark.parametrize("ny,nx,nz,px,pz", [(4, 10, 7, 5, 3), (3, 3, 4, 9, 5), (2, 4, 3, 15, 3), (2, 1, 3, 5, 3),
+                                            (3, 6, 1, 7, 1)])
 def test_blur_and_sum_matches_scipy_for_rank_two_psf(rng, x64, ny, nx, nz, px, pz):
     # A point-symmetric but non-separable PSF (rank >= 2 after SVD), per plane.
     psf = random_symmetric_psf(rng, px, pz, ny, 1, np.float64)
