@@ -28,6 +28,7 @@ import math
 from typing import Literal
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
@@ -90,26 +91,30 @@ def _bilinear_samples(n: int, angle, dtype, depth_major: bool = False):
     ]
 
 
-def _rows_and_weights(n: int, samples):
-    """Flat row indices and weights of ``samples``; off-grid samples are clamped to a nearby
-    edge pixel and get weight zero."""
+def _rows_and_weights(shape, samples):
+    """Flat row indices (of a ``shape = (rows, cols)`` grid) and weights of ``samples``;
+    off-grid samples are clamped to a nearby edge pixel and get weight zero."""
+    n_a, n_b = shape
     out = []
     for a, b, weight in samples:
-        inside = (a >= 0) & (a < n) & (b >= 0) & (b < n)
+        inside = (a >= 0) & (a < n_a) & (b >= 0) & (b < n_b)
         w = jnp.where(inside, weight, jnp.zeros_like(weight))
-        out.append((jnp.clip(a, 0, n - 1) * n + jnp.clip(b, 0, n - 1), w))
+        out.append(((jnp.clip(a, 0, n_a - 1) * n_b + jnp.clip(b, 0, n_b - 1)).reshape(-1), w.reshape(-1)))
     return out
 
 
-def _gather(volume, samples):
-    """``out[q] = sum_k w_k[q] * volume[a_k[q], b_k[q]]`` (zero off the grid): a linear map."""
-    n, _, nz = volume.shape
-    flat = volume.reshape(n * n, nz)
+def _gather(volume, samples, out_shape=None):
+    """``out[q] = sum_k w_k[q] * volume[a_k[q], b_k[q]]`` (zero off the grid): a linear map.
+
+    ``volume``: ``(rows, cols, nz)``; the samples' arrays share one shape, ``out_shape`` (by
+    default the volume's ``(rows, cols)``); the result is ``(*out_shape, nz)``."""
+    n_a, n_b, nz = volume.shape
+    flat = volume.reshape(n_a * n_b, nz)
     out = None
-    for row, w in _rows_and_weights(n, samples):
+    for row, w in _rows_and_weights((n_a, n_b), samples):
         term = w[:, None] * flat.at[row].get(mode="promise_in_bounds")
         out = term if out is None else out + term
-    return out.reshape(n, n, nz)
+    return out.reshape(*(out_shape or (n_a, n_b)), nz)
 
 
 def _bilinear_adjoint(image, angle, depth_major: bool):
@@ -154,40 +159,94 @@ def _bilinear_adjoint(image, angle, depth_major: bool):
     return out.reshape(n, n, nz)
 
 
-def _shear_samples(p: int, shift_axis: int, shifts, adjoint: bool):
-    """Samples of the linear-interpolation shear ``out[a, b] = in[a + shifts[b], b]``
-    (``shift_axis=0``) or ``out[a, b] = in[a, b + shifts[a]]`` (``shift_axis=1``).
+def _three_pass_shears(p: int, phi, dtype):
+    """Shifts ``(t, s, t)`` of the x, y, x shears whose product is ``R(-phi)`` on a ``p x p``
+    grid: ``x[a, b] <- x[a + t[b], b]``, ``x[a, b] <- x[a, b + s[a]]``, then ``t`` again."""
+    offsets = jnp.arange(p, dtype=dtype) - (p - 1) / 2
+    return offsets * jnp.tan(phi / 2), offsets * -jnp.sin(phi)
 
-    With ``adjoint=True``, the samples of its exact transpose, which is again a gather: each
-    column is translated back by the same integer shift with the same two weights.
-    """
+
+def _taps(shifts):
+    """Integer part and the two linear-interpolation weights of fractional ``shifts``."""
     base = jnp.floor(shifts)
     frac = shifts - base
-    base = base.astype(jnp.int32)
-    idx = jnp.arange(p, dtype=jnp.int32)
-    sign = -1 if adjoint else 1
-    if shift_axis == 0:
-        moving = lambda k: (idx[:, None] + sign * (base[None, :] + k)).reshape(-1)
-        fixed = jnp.broadcast_to(idx[None, :], (p, p)).reshape(-1)
-        f = jnp.broadcast_to(frac[None, :], (p, p)).reshape(-1)
-        return [(moving(0), fixed, 1 - f), (moving(1), fixed, f)]
-    moving = lambda k: (idx[None, :] + sign * (base[:, None] + k)).reshape(-1)
-    fixed = jnp.broadcast_to(idx[:, None], (p, p)).reshape(-1)
-    f = jnp.broadcast_to(frac[:, None], (p, p)).reshape(-1)
-    return [(fixed, moving(0), 1 - f), (fixed, moving(1), f)]
+    return base.astype(jnp.int32), ((0, 1 - frac), (1, frac))
 
 
-def _three_pass_shears(p: int, phi, dtype):
-    """(axis, shifts) of the x, y, x shears whose product is ``R(-phi)`` on a ``p x p`` grid."""
-    offsets = jnp.arange(p, dtype=dtype) - (p - 1) / 2
-    t = offsets * jnp.tan(phi / 2)
-    s = offsets * -jnp.sin(phi)
-    return [(0, t), (1, s), (0, t)]
+def _quarter_turn_matrix(m):
+    """Integer ``A`` of ``numpy.rot90(v, m)``: ``out[q] = v[c + A (q - c)]`` about the centre."""
+    pick = lambda values: jnp.array(values, jnp.int32)[m]
+    return pick([1, 0, -1, 0]), pick([0, 1, 0, -1]), pick([0, -1, 0, 1]), pick([1, 0, -1, 0])
 
 
-def _rot90(volume, m):
-    """``numpy.rot90(volume, m, axes=(0, 1))`` for a traced ``m`` in {0, 1, 2, 3}."""
-    return lax.switch(m, [lambda v, k=k: jnp.rot90(v, k, axes=(0, 1)) for k in range(4)], volume)
+def _apart(x, fn, *args):
+    """``fn(*args)`` computed on its own (a conditional on finite ``x``, always true): XLA
+    cannot fuse it into its consumer. Used between the shears of the three-pass rotation: XLA
+    CPU otherwise fuses the three gathers into one loop that recomputes the first two for
+    every output (and drops ``lax.optimization_barrier`` before fusion)."""
+    out = jax.eval_shape(fn, *args)
+    zeros = lambda *a: jax.tree_util.tree_map(lambda o: jnp.zeros(o.shape, o.dtype), out)
+    return lax.cond(jnp.isfinite(x), fn, zeros, *args)
+
+
+def _three_pass(volume, angle, depth_major, adjoint):
+    """The three-pass rotation (or its exact transpose) of an ``(n, n, nz)`` volume.
+
+    The rotation is defined on the zero-padded ``p x p`` grid (``p = n + 2 pad``,
+    :func:`three_pass_padding`): turn by ``m`` quarter turns, shear along x (``t``), along y
+    (``s``), along x (``t``), crop the centre ``n x n``. Only what can be non-zero or is read
+    is computed: the first two shears on ``p x n`` (the crop's columns: in the others the
+    padding stays zero), the last on the crop, each a 2-tap gather from the previous one (the
+    quarter turn and the padding read straight from ``volume``). The transpose gathers back
+    through the same taps in reverse order. ``depth_major``: the rotated volume is laid out
+    ``(j, i, k)``.
+    """
+    n, _, nz = volume.shape
+    dtype = volume.dtype
+    m, phi = _quarter_turns(jnp.asarray(angle, dtype))
+    pad = three_pass_padding(n)
+    p = n + 2 * pad
+    t, s = _three_pass_shears(p, phi, dtype)
+    base_t, taps_t = _taps(t[pad : pad + n])  # shears 1 and 3: per column of the crop
+    base_s, taps_s = _taps(s)  # shear 2: per row of the p x p grid
+    a11, a12, a21, a22 = _quarter_turn_matrix(m)
+    twice_c = p - 1  # the quarter turn in integers: offsets from the centre c doubled
+    tall = lambda x: jnp.broadcast_to(x, (p, n))  # p x n: global rows, crop columns
+    square = lambda x: jnp.broadcast_to(x, (n, n))
+    rows = jnp.arange(p, dtype=jnp.int32)[:, None]
+    crop_rows = jnp.arange(n, dtype=jnp.int32)[:, None]
+    cols = jnp.arange(n, dtype=jnp.int32)[None, :]
+
+    if not adjoint:
+        # shear 1: s1[a, b] = V[a + t_b, b + pad] with V = rot90(pad(volume), m), that is
+        # V[q] = pad(volume)[c + A (q - c)]
+        def turned(k):
+            da, db = 2 * (rows + base_t + k) - twice_c, 2 * (cols + pad) - twice_c
+            return (twice_c + a11 * da + a12 * db) // 2 - pad, (twice_c + a21 * da + a22 * db) // 2 - pad
+
+        shear1 = [(*map(tall, turned(k)), tall(w)) for k, w in taps_t]
+        s1 = _apart(phi, lambda v: _gather(v, shear1, (p, n)), volume)
+        # shear 2: s2[a, b] = s1[a, b + s_a]
+        shear2 = [(tall(rows), tall(cols + base_s[:, None] + k), tall(w[:, None])) for k, w in taps_s]
+        s2 = _apart(phi, lambda v: _gather(v, shear2), s1)
+        # shear 3 onto the crop: out[a, b] = s2[a + pad + t_b, b] (listed (b, a) when depth-major)
+        samples = [(square(crop_rows + pad + base_t + k), square(cols), square(w)) for k, w in taps_t]
+        if depth_major:
+            samples = [tuple(x.T for x in sample) for sample in samples]
+        return _gather(s2, samples, (n, n))
+    # Shear 3 transposed: s2_bar[a, b] = sum_k w_k(b) y[a - pad - t_b - k, b].
+    y_rows = [tall(rows - pad - base_t - k) for k, _ in taps_t]
+    shear3 = [((tall(cols), r) if depth_major else (r, tall(cols))) + (tall(w),) for r, (_, w) in zip(y_rows, taps_t)]
+    s2_bar = _apart(phi, lambda v: _gather(v, shear3, (p, n)), volume)
+    # Shear 2 transposed: s1_bar[a, b] = sum_k w_k(a) s2_bar[a, b - s_a - k].
+    shear2 = [(tall(rows), tall(cols - base_s[:, None] - k), tall(w[:, None])) for k, w in taps_s]
+    s1_bar = _apart(phi, lambda v: _gather(v, shear2), s2_bar)
+    # Shear 1 and the padded quarter turn transposed: pixel x sits at q = c + A' (x + pad - c) of
+    # V, so x_bar[x] = sum_k w_k(b) s1_bar[q_a - t_b - k, b] with b = q_b - pad.
+    di, dj = 2 * (crop_rows + pad) - twice_c, 2 * (cols + pad) - twice_c
+    q_a = square((twice_c + a11 * di + a21 * dj) // 2)
+    b = square((twice_c + a12 * di + a22 * dj) // 2 - pad)
+    return _gather(s1_bar, [(q_a - base_t[b] - k, b, w[b]) for k, w in taps_t], (n, n))
 
 
 def _check_square(volume):
@@ -202,31 +261,16 @@ def _rotate_impl(volume, angle, method, depth_major=False):
     angle = jnp.asarray(angle, volume.dtype)
     if method == "bilinear":
         return _gather(volume, _bilinear_samples(n, angle, volume.dtype, depth_major))
-    m, phi = _quarter_turns(angle)
-    pad = three_pass_padding(n)
-    work = _rot90(jnp.pad(volume, ((pad, pad), (pad, pad), (0, 0))), m)
-    for axis, shifts in _three_pass_shears(n + 2 * pad, phi, volume.dtype):
-        work = _gather(work, _shear_samples(n + 2 * pad, axis, shifts, adjoint=False))
-    out = work[pad : pad + n, pad : pad + n, :]
-    return jnp.swapaxes(out, 0, 1) if depth_major else out
+    return _three_pass(volume, angle, depth_major, adjoint=False)
 
 
 def _rotate_adjoint_impl(image, angle, method, depth_major=False):
     """Exact transpose of :func:`_rotate_impl` (``image`` in its output layout)."""
     _check_square(image)
-    n = image.shape[0]
     angle = jnp.asarray(angle, image.dtype)
     if method == "bilinear":
         return _bilinear_adjoint(image, angle, depth_major)
-    if depth_major:
-        image = jnp.swapaxes(image, 0, 1)
-    m, phi = _quarter_turns(angle)
-    pad = three_pass_padding(n)
-    work = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-    for axis, shifts in reversed(_three_pass_shears(n + 2 * pad, phi, image.dtype)):
-        work = _gather(work, _shear_samples(n + 2 * pad, axis, shifts, adjoint=True))
-    work = _rot90(work, (4 - m) % 4)
-    return work[pad : pad + n, pad : pad + n, :]
+    return _three_pass(image, angle, depth_major, adjoint=True)
 
 
 def _check_method(method):
