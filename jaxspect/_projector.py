@@ -41,8 +41,10 @@ from ._rotate import ROTATION_METHODS, _rotate, _rotate_impl
 
 
 def _materialize(x):
-    """Keep XLA from fusing a gather or scan into the next matrix product: on CPU such fusions
-    recompute the producer per output tile and made a view 2-5x slower."""
+    """An optimisation barrier between the stages of a view. XLA's CPU pipeline removes it
+    before fusion (the optimised HLO has none), yet a view measured 3-8 % slower without it
+    (4.4 vs 4.6 ms per view at the paper's size, both rotations); a ``lax.cond`` in its place,
+    which does stop fusion, made the bilinear view 2x slower."""
     return lax.optimization_barrier(x)
 
 

@@ -196,10 +196,11 @@ def _three_pass(volume, angle, depth_major, adjoint):
     :func:`three_pass_padding`): turn by ``m`` quarter turns, shear along x (``t``), along y
     (``s``), along x (``t``), crop the centre ``n x n``. Only what can be non-zero or is read
     is computed: the first two shears on ``p x n`` (the crop's columns: in the others the
-    padding stays zero), the last on the crop, each a 2-tap gather from the previous one (the
-    quarter turn and the padding read straight from ``volume``). The transpose gathers back
-    through the same taps in reverse order. ``depth_major``: the rotated volume is laid out
-    ``(j, i, k)``.
+    padding stays zero) as one 4-tap gather from ``volume`` (the quarter turn and the padding
+    read straight from it), the last as a 2-tap gather onto the crop. The transpose gathers
+    back through the same taps in reverse order (2, then 4 taps). These two gathers measured
+    faster than three separate ones or one of 8 taps. ``depth_major``: the rotated volume is
+    laid out ``(j, i, k)``.
     """
     n, _, nz = volume.shape
     dtype = volume.dtype
@@ -218,17 +219,20 @@ def _three_pass(volume, angle, depth_major, adjoint):
     cols = jnp.arange(n, dtype=jnp.int32)[None, :]
 
     if not adjoint:
-        # shear 1: s1[a, b] = V[a + t_b, b + pad] with V = rot90(pad(volume), m), that is
-        # V[q] = pad(volume)[c + A (q - c)]
-        def turned(k):
-            da, db = 2 * (rows + base_t + k) - twice_c, 2 * (cols + pad) - twice_c
-            return (twice_c + a11 * da + a12 * db) // 2 - pad, (twice_c + a21 * da + a22 * db) // 2 - pad
-
-        shear1 = [(*map(tall, turned(k)), tall(w)) for k, w in taps_t]
-        s1 = _apart(phi, lambda v: _gather(v, shear1, (p, n)), volume)
-        # shear 2: s2[a, b] = s1[a, b + s_a]
-        shear2 = [(tall(rows), tall(cols + base_s[:, None] + k), tall(w[:, None])) for k, w in taps_s]
-        s2 = _apart(phi, lambda v: _gather(v, shear2), s1)
+        # shears 1 and 2 as one 4-tap gather from the volume: s2[a, b] = s1[a, b + s_a] with
+        # s1[a, b'] = V[a + t_b', b' + pad] (zero for b' outside the crop's columns) and
+        # V = rot90(pad(volume), m), that is V[q] = pad(volume)[c + A (q - c)]
+        samples = []
+        for k2, w2 in taps_s:
+            b1 = tall(cols + base_s[:, None] + k2)
+            inside = (b1 >= 0) & (b1 < n)
+            b1 = jnp.clip(b1, 0, n - 1)
+            for k1, w1 in taps_t:
+                da, db = 2 * (rows + base_t[b1] + k1) - twice_c, 2 * (b1 + pad) - twice_c
+                source_a = (twice_c + a11 * da + a12 * db) // 2 - pad
+                source_b = (twice_c + a21 * da + a22 * db) // 2 - pad
+                samples.append((source_a, source_b, jnp.where(inside, w2[:, None] * w1[b1], 0)))
+        s2 = _apart(phi, lambda v: _gather(v, samples, (p, n)), volume)
         # shear 3 onto the crop: out[a, b] = s2[a + pad + t_b, b] (listed (b, a) when depth-major)
         samples = [(square(crop_rows + pad + base_t + k), square(cols), square(w)) for k, w in taps_t]
         if depth_major:
@@ -238,15 +242,20 @@ def _three_pass(volume, angle, depth_major, adjoint):
     y_rows = [tall(rows - pad - base_t - k) for k, _ in taps_t]
     shear3 = [((tall(cols), r) if depth_major else (r, tall(cols))) + (tall(w),) for r, (_, w) in zip(y_rows, taps_t)]
     s2_bar = _apart(phi, lambda v: _gather(v, shear3, (p, n)), volume)
-    # Shear 2 transposed: s1_bar[a, b] = sum_k w_k(a) s2_bar[a, b - s_a - k].
-    shear2 = [(tall(rows), tall(cols - base_s[:, None] - k), tall(w[:, None])) for k, w in taps_s]
-    s1_bar = _apart(phi, lambda v: _gather(v, shear2), s2_bar)
-    # Shear 1 and the padded quarter turn transposed: pixel x sits at q = c + A' (x + pad - c) of
-    # V, so x_bar[x] = sum_k w_k(b) s1_bar[q_a - t_b - k, b] with b = q_b - pad.
+    # Shears 2 and 1 and the padded quarter turn transposed, as one 4-tap gather: pixel x sits
+    # at q = c + A' (x + pad - c) of V, so x_bar[x] = sum_k w_k(b) s1_bar[q_a - t_b - k, b] with
+    # b = q_b - pad, and s1_bar[a, b] = sum_k w_k(a) s2_bar[a, b - s_a - k].
     di, dj = 2 * (crop_rows + pad) - twice_c, 2 * (cols + pad) - twice_c
     q_a = square((twice_c + a11 * di + a21 * dj) // 2)
     b = square((twice_c + a12 * di + a22 * dj) // 2 - pad)
-    return _gather(s1_bar, [(q_a - base_t[b] - k, b, w[b]) for k, w in taps_t], (n, n))
+    samples = []
+    for k1, w1 in taps_t:
+        a1 = q_a - base_t[b] - k1
+        inside = (a1 >= 0) & (a1 < p)
+        a1 = jnp.clip(a1, 0, p - 1)
+        for k2, w2 in taps_s:
+            samples.append((a1, b - base_s[a1] - k2, jnp.where(inside, w1[b] * w2[a1], 0)))
+    return _gather(s2_bar, samples, (n, n))
 
 
 def _check_square(volume):
