@@ -180,13 +180,15 @@ def _quarter_turn_matrix(m):
 
 
 def _apart(x, fn, *args):
-    """``fn(*args)`` computed on its own (a conditional on finite ``x``, always true): XLA
-    cannot fuse it into its consumer. Used between the shears of the three-pass rotation: XLA
-    CPU otherwise fuses the three gathers into one loop that recomputes the first two for
-    every output (and drops ``lax.optimization_barrier`` before fusion)."""
+    """``fn(*args)``, on CPU computed on its own (a conditional on finite ``x``, always true)
+    so that XLA cannot fuse it into its consumer. Used between the shears of the three-pass
+    rotation: XLA CPU otherwise fuses the gathers into one loop that recomputes the first for
+    every output (and drops ``lax.optimization_barrier`` before fusion). Elsewhere plain: a
+    conditional on a GPU waits for the predicate on the host."""
     out = jax.eval_shape(fn, *args)
     zeros = lambda *a: jax.tree_util.tree_map(lambda o: jnp.zeros(o.shape, o.dtype), out)
-    return lax.cond(jnp.isfinite(x), fn, zeros, *args)
+    on_cpu = lambda x, *a: lax.cond(jnp.isfinite(x), fn, zeros, *a)
+    return lax.platform_dependent(x, *args, cpu=on_cpu, default=lambda x, *a: fn(*a))
 
 
 def _three_pass(volume, angle, depth_major, adjoint):
