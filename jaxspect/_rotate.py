@@ -62,13 +62,17 @@ def _quarter_turns(angle):
     return m, phi
 
 
+def _cos_sin_quarter(m, dtype):
+    """Exact cos and sin of ``m`` quarter turns (``m`` in {0, 1, 2, 3}, traced)."""
+    return jnp.array([1, 0, -1, 0], dtype)[m], jnp.array([0, 1, 0, -1], dtype)[m]
+
+
 def _cos_sin(angle):
     """cos and sin of ``angle``, exact (0, +-1) within ``SNAP_TOLERANCE`` of a quarter turn."""
     m, phi = _quarter_turns(angle)
     c_phi, s_phi = jnp.cos(phi), jnp.sin(phi)
     # Rotate (cos phi, sin phi) by m quarter turns: exact when phi == 0.
-    cos_m = jnp.array([1, 0, -1, 0], angle.dtype)[m]
-    sin_m = jnp.array([0, 1, 0, -1], angle.dtype)[m]
+    cos_m, sin_m = _cos_sin_quarter(m, angle.dtype)
     return cos_m * c_phi - sin_m * s_phi, sin_m * c_phi + cos_m * s_phi
 
 
@@ -174,9 +178,10 @@ def _taps(shifts):
 
 
 def _quarter_turn_matrix(m):
-    """Integer ``A`` of ``numpy.rot90(v, m)``: ``out[q] = v[c + A (q - c)]`` about the centre."""
-    pick = lambda values: jnp.array(values, jnp.int32)[m]
-    return pick([1, 0, -1, 0]), pick([0, 1, 0, -1]), pick([0, -1, 0, 1]), pick([1, 0, -1, 0])
+    """Integer ``A`` of ``numpy.rot90(v, m)``: ``out[q] = v[c + A (q - c)]`` about the centre,
+    ``A = [[cos, sin], [-sin, cos]]`` of ``m`` quarter turns."""
+    cos_m, sin_m = _cos_sin_quarter(m, jnp.int32)
+    return cos_m, sin_m, -sin_m, cos_m
 
 
 def _apart(x, fn, *args):
