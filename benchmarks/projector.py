@@ -23,9 +23,10 @@ For each case and rotation (``bilinear``, ``three_pass``) with attenuation and t
 projection) and ``jax.jvp`` of the projection; the attenuation map and geometry are jit
 arguments, as in a reconstruction loop. Other configurations (forward and back, bilinear):
 ``no-attenuation``, ``narrow-psf`` (3 taps), ``rotate-sum`` (3 taps, no attenuation),
-``explicit-psf`` (the same Gaussian as an ``ExplicitPSF`` array); none should be slower than
-``full``. Each figure: compile time (trace + lower + XLA compile, cold), the median wall time of
-a few calls after a warm-up (``jax.block_until_ready``), XLA's compiled memory (argument +
+``explicit-psf`` (the same Gaussian as an ``ExplicitPSF`` array); none, nor the full one with
+the three-pass rotation (``three-pass``), should be slower than ``full``. Each figure: compile
+time (trace + lower + XLA compile, cold), the median wall time of a few calls after a warm-up
+(``jax.block_until_ready``), XLA's compiled memory (argument +
 output + temp - alias) and the peak-RSS increase over one call (``ru_maxrss``, in a fresh
 process whose compiler memory is returned to the OS and whose peak is reset first). Every
 measurement runs in its own subprocess (``benchmarks/_projector_work.py``), so caches,
@@ -158,8 +159,10 @@ def config_table(results, names):
     for name in names:
         for op in ("forward", "back"):
             full = results.get((name, "full", "bilinear", op), {}).get("median_s")
-            for config in ("full", *OTHER_CONFIGS):
-                r = results.get((name, config, "bilinear", op))
+            keys = [(config, (name, config, "bilinear", op)) for config in ("full", *OTHER_CONFIGS)]
+            keys.append(("three-pass", (name, "full", "three_pass", op)))  # the full one, rotated three-pass
+            for config, key in keys:
+                r = results.get(key)
                 if r is None:
                     continue
                 t = r.get("median_s")
@@ -285,7 +288,7 @@ def main(argv=None) -> None:
     if any(not r.get("rss_peak_reset", True) for r in results.values()):
         print("note: the peak RSS could not be reset here (/proc/self/clear_refs), so RSS+ includes the compiler's peak")
     if configs:
-        print("\nconfigurations (bilinear):")
+        print("\nconfigurations (bilinear unless named), against the full bilinear one:")
         print(config_table(results, names))
 
     floors = {}

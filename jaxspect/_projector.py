@@ -65,8 +65,14 @@ def _forward_view(image, mumap, atten_l, angle, fx, fz, *, dy, method, plain=Fal
     """
     rotate_fn = _rotate_impl if plain else _rotate
     dtype = image.dtype
-    weighted = _materialize(rotate_fn(image, angle, method, True))
-    atten = _view_attenuation(mumap, atten_l, angle, dy, method, rotate_fn)
+    if mumap is not None and atten_l is None and mumap.dtype == dtype:
+        # one rotation of both: the three-pass taps are computed once for the two
+        weighted, mumap_rotated = rotate_fn((image, mumap), angle, method, True)
+        atten = attenuation_factors(_materialize(mumap_rotated), dy, depth_axis=0)
+    else:
+        weighted = rotate_fn(image, angle, method, True)
+        atten = _view_attenuation(mumap, atten_l, angle, dy, method, rotate_fn)
+    weighted = _materialize(weighted)
     if atten is not None:
         weighted = _materialize(weighted * atten.astype(dtype))
     return blur_and_sum(weighted, fx.astype(dtype), fz.astype(dtype))

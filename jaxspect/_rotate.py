@@ -107,17 +107,23 @@ def _rows_and_weights(shape, samples):
     return out
 
 
+def _gather_rows(flat, rows_and_weights):
+    """``out[q] = sum_k w_k[q] * flat[row_k[q]]`` for ``flat`` of shape ``(rows, nz)``; the
+    ``(row_k, w_k)`` are flat arrays of in-bounds rows (weight zero where nothing is read)."""
+    out = None
+    for row, w in rows_and_weights:
+        term = w[:, None] * flat.at[row].get(mode="promise_in_bounds")
+        out = term if out is None else out + term
+    return out
+
+
 def _gather(volume, samples, out_shape=None):
     """``out[q] = sum_k w_k[q] * volume[a_k[q], b_k[q]]`` (zero off the grid): a linear map.
 
     ``volume``: ``(rows, cols, nz)``; the samples' arrays share one shape, ``out_shape`` (by
     default the volume's ``(rows, cols)``); the result is ``(*out_shape, nz)``."""
     n_a, n_b, nz = volume.shape
-    flat = volume.reshape(n_a * n_b, nz)
-    out = None
-    for row, w in _rows_and_weights((n_a, n_b), samples):
-        term = w[:, None] * flat.at[row].get(mode="promise_in_bounds")
-        out = term if out is None else out + term
+    out = _gather_rows(volume.reshape(n_a * n_b, nz), _rows_and_weights((n_a, n_b), samples))
     return out.reshape(*(out_shape or (n_a, n_b)), nz)
 
 
@@ -163,18 +169,17 @@ def _bilinear_adjoint(image, angle, depth_major: bool):
     return out.reshape(n, n, nz)
 
 
-def _three_pass_shears(p: int, phi, dtype):
-    """Shifts ``(t, s, t)`` of the x, y, x shears whose product is ``R(-phi)`` on a ``p x p``
-    grid: ``x[a, b] <- x[a + t[b], b]``, ``x[a, b] <- x[a, b + s[a]]``, then ``t`` again."""
-    offsets = jnp.arange(p, dtype=dtype) - (p - 1) / 2
-    return offsets * jnp.tan(phi / 2), offsets * -jnp.sin(phi)
+def _shift(position, centre, slope, dtype):
+    """Integer part and fraction of the shear shift ``(position - centre) * slope`` (the
+    shifts of the three-pass rotation, evaluated where they are needed rather than tabled)."""
+    shift = (position.astype(dtype) - centre) * slope
+    base = jnp.floor(shift)
+    return base.astype(jnp.int32), shift - base
 
 
-def _taps(shifts):
-    """Integer part and the two linear-interpolation weights of fractional ``shifts``."""
-    base = jnp.floor(shifts)
-    frac = shifts - base
-    return base.astype(jnp.int32), ((0, 1 - frac), (1, frac))
+def _tent(k, frac):
+    """Weight of tap ``k`` (0 or 1) of a linear interpolation at fraction ``frac``."""
+    return 1 - frac if k == 0 else frac
 
 
 def _quarter_turn_matrix(m):
@@ -186,107 +191,172 @@ def _quarter_turn_matrix(m):
 
 def _apart(x, fn, *args):
     """``fn(*args)``, on CPU computed on its own (a conditional on finite ``x``, always true)
-    so that XLA cannot fuse it into its consumer. Used between the shears of the three-pass
-    rotation: XLA CPU otherwise fuses the gathers into one loop that recomputes the first for
-    every output (and drops ``lax.optimization_barrier`` before fusion). Elsewhere plain: a
-    conditional on a GPU waits for the predicate on the host."""
+    so that XLA cannot fuse it into its consumer. Used for the two stages of the three-pass
+    rotation's taps: fused into the gathers (or into each other), XLA CPU recomputes the
+    whole index chain, and the angle's trigonometry, for every output (measured 2-4x slower);
+    it drops ``lax.optimization_barrier`` before fusion. Elsewhere plain: a conditional on a
+    GPU waits for the predicate on the host."""
     out = jax.eval_shape(fn, *args)
     zeros = lambda *a: jax.tree_util.tree_map(lambda o: jnp.zeros(o.shape, o.dtype), out)
     on_cpu = lambda x, *a: lax.cond(jnp.isfinite(x), fn, zeros, *a)
     return lax.platform_dependent(x, *args, cpu=on_cpu, default=lambda x, *a: fn(*a))
 
 
-def _three_pass(volume, angle, depth_major, adjoint):
-    """The three-pass rotation (or its exact transpose) of an ``(n, n, nz)`` volume.
-
-    The rotation is defined on the zero-padded ``p x p`` grid (``p = n + 2 pad``,
-    :func:`three_pass_padding`): turn by ``m`` quarter turns, shear along x (``t``), along y
-    (``s``), along x (``t``), crop the centre ``n x n``. Only what can be non-zero or is read
-    is computed: the first two shears on ``p x n`` (the crop's columns: in the others the
-    padding stays zero) as one 4-tap gather from ``volume`` (the quarter turn and the padding
-    read straight from it), the last as a 2-tap gather onto the crop. The transpose gathers
-    back through the same taps in reverse order (2, then 4 taps). These two gathers measured
-    faster than three separate ones or one of 8 taps. ``depth_major``: the rotated volume is
-    laid out ``(j, i, k)``.
-    """
-    n, _, nz = volume.shape
-    dtype = volume.dtype
+def _three_pass_coefficients(n: int, angle, dtype):
+    """Per-angle scalars of the three-pass taps (:func:`_three_pass_pairs`): the shear slopes ``(tan(phi/2),
+    -sin(phi))`` and the integer affine maps between the turned padded grid and the volume's
+    pixels ``(a11, a12, a21, a22, i0, j0, a0_0, b1_0)`` (see there)."""
     m, phi = _quarter_turns(jnp.asarray(angle, dtype))
     pad = three_pass_padding(n)
-    p = n + 2 * pad
-    t, s = _three_pass_shears(p, phi, dtype)
-    base_t, taps_t = _taps(t[pad : pad + n])  # shears 1 and 3: per column of the crop
-    base_s, taps_s = _taps(s)  # shear 2: per row of the p x p grid
+    twice_c = n + 2 * pad - 1  # 2c on the padded grid
     a11, a12, a21, a22 = _quarter_turn_matrix(m)
-    twice_c = p - 1  # the quarter turn in integers: offsets from the centre c doubled
-    tall = lambda x: jnp.broadcast_to(x, (p, n))  # p x n: global rows, crop columns
-    square = lambda x: jnp.broadcast_to(x, (n, n))
-    rows = jnp.arange(p, dtype=jnp.int32)[:, None]
-    crop_rows = jnp.arange(n, dtype=jnp.int32)[:, None]
-    cols = jnp.arange(n, dtype=jnp.int32)[None, :]
+    # Turned grid -> volume: (i, j) = A ((a0, b1 + pad) - c) + c - pad; back: A' = A^T. Each
+    # row and column of A has one non-zero entry, so the offsets are integers.
+    i0 = (twice_c - (a11 + a12) * twice_c) // 2 - pad + a12 * pad
+    j0 = (twice_c - (a21 + a22) * twice_c) // 2 - pad + a22 * pad
+    a0_0 = (twice_c - (a11 + a21) * twice_c) // 2 + (a11 + a21) * pad
+    b1_0 = (twice_c - (a12 + a22) * twice_c) // 2 + (a12 + a22 - 1) * pad
+    slopes = jnp.stack([jnp.tan(phi / 2), -jnp.sin(phi)])
+    return slopes, jnp.stack([a11, a12, a21, a22, i0, j0, a0_0, b1_0])
 
+
+def _three_pass_pairs(n: int, coefficients, depth_major: bool, adjoint: bool):
+    """The first two steps of the tap chain of the three-pass rotation (or its transpose) of
+    an ``n x n`` slice: 4 arrays ``(outer, inner, base, frac, weight)`` per output pixel, from
+    which :func:`_three_pass_last_step` makes the 8 taps.
+
+    The rotation is defined on the zero-padded ``p x p`` grid (``p = n + 2 pad``,
+    :func:`three_pass_padding`): turn by ``m`` quarter turns, shear along x by
+    ``t(b) = (b - c) tan(phi/2)`` per column, along y by ``s(a) = -(a - c) sin(phi)`` per row,
+    along x by ``t`` again, crop the centre ``n x n``; each shear a 2-tap linear interpolation.
+    Output ``(a, b)`` reads ``a1 = a + pad + t(b) + k3`` of the second shear's result, which
+    reads column ``b1 = b + s(a1) + k2`` of the first's, which reads row
+    ``a0 = a1 + t(b1) + k1`` of the turned grid: 8 taps, weighted by the product of the three
+    interpolation weights, zero where an intermediate index leaves its grid (there the
+    padding is zero). The transpose walks the same chain backwards from ``(a0, b1)``, with the
+    same weights. The pairs hold the first two steps' indices (``a1, b1`` forward, ``a1, b``
+    back), the shift of the last step and the product of the first two weights.
+    ``depth_major``: the rotated side is laid out ``(b, a)``.
+    ``coefficients``: :func:`_three_pass_coefficients`.
+    """
+    (tan_half, minus_sin), (a11, a12, a21, a22, i0, j0, a0_0, b1_0) = coefficients
+    dtype = tan_half.dtype
+    pad = three_pass_padding(n)
+    p = n + 2 * pad
+    t = lambda pos: _shift(pos, (n - 1) / 2, tan_half, dtype)  # columns, crop coordinates
+    s = lambda pos: _shift(pos, (p - 1) / 2, minus_sin, dtype)  # rows of the padded grid
+    inside = lambda v, lo, hi: (v >= lo) & (v < hi)
+    pairs = []  # the first two steps of the chain: (outer, inner, last base, last frac, weight)
     if not adjoint:
-        # shears 1 and 2 as one 4-tap gather from the volume: s2[a, b] = s1[a, b + s_a] with
-        # s1[a, b'] = V[a + t_b', b' + pad] (zero for b' outside the crop's columns) and
-        # V = rot90(pad(volume), m), that is V[q] = pad(volume)[c + A (q - c)]
-        samples = []
-        for k2, w2 in taps_s:
-            b1 = tall(cols + base_s[:, None] + k2)
-            inside = (b1 >= 0) & (b1 < n)
-            b1 = jnp.clip(b1, 0, n - 1)
-            for k1, w1 in taps_t:
-                da, db = 2 * (rows + base_t[b1] + k1) - twice_c, 2 * (b1 + pad) - twice_c
-                source_a = (twice_c + a11 * da + a12 * db) // 2 - pad
-                source_b = (twice_c + a21 * da + a22 * db) // 2 - pad
-                samples.append((source_a, source_b, jnp.where(inside, w2[:, None] * w1[b1], 0)))
-        s2 = _apart(phi, lambda v: _gather(v, samples, (p, n)), volume)
-        # shear 3 onto the crop: out[a, b] = s2[a + pad + t_b, b] (listed (b, a) when depth-major)
-        samples = [(square(crop_rows + pad + base_t + k), square(cols), square(w)) for k, w in taps_t]
-        if depth_major:
-            samples = [tuple(x.T for x in sample) for sample in samples]
-        return _gather(s2, samples, (n, n))
-    # Shear 3 transposed: s2_bar[a, b] = sum_k w_k(b) y[a - pad - t_b - k, b].
-    y_rows = [tall(rows - pad - base_t - k) for k, _ in taps_t]
-    shear3 = [((tall(cols), r) if depth_major else (r, tall(cols))) + (tall(w),) for r, (_, w) in zip(y_rows, taps_t)]
-    s2_bar = _apart(phi, lambda v: _gather(v, shear3, (p, n)), volume)
-    # Shears 2 and 1 and the padded quarter turn transposed, as one 4-tap gather: pixel x sits
-    # at q = c + A' (x + pad - c) of V, so x_bar[x] = sum_k w_k(b) s1_bar[q_a - t_b - k, b] with
-    # b = q_b - pad, and s1_bar[a, b] = sum_k w_k(a) s2_bar[a, b - s_a - k].
-    di, dj = 2 * (crop_rows + pad) - twice_c, 2 * (cols + pad) - twice_c
-    q_a = square((twice_c + a11 * di + a21 * dj) // 2)
-    b = square((twice_c + a12 * di + a22 * dj) // 2 - pad)
-    samples = []
-    for k1, w1 in taps_t:
-        a1 = q_a - base_t[b] - k1
-        inside = (a1 >= 0) & (a1 < p)
-        a1 = jnp.clip(a1, 0, p - 1)
-        for k2, w2 in taps_s:
-            samples.append((a1, b - base_s[a1] - k2, jnp.where(inside, w1[b] * w2[a1], 0)))
-    return _gather(s2_bar, samples, (n, n))
+        a = lax.broadcasted_iota(jnp.int32, (n, n), 1 if depth_major else 0)
+        b = lax.broadcasted_iota(jnp.int32, (n, n), 0 if depth_major else 1)
+        t_base, t_frac = t(b)
+        for k3 in (0, 1):
+            a1 = a + pad + t_base + k3
+            ok3 = inside(a1, 0, p)
+            s_base, s_frac = s(a1)
+            for k2 in (0, 1):
+                b1 = b + s_base + k2
+                ok2 = ok3 & inside(b1, 0, n)
+                t1_base, t1_frac = t(b1)
+                weight = jnp.where(ok2, _tent(k3, t_frac) * _tent(k2, s_frac), 0)
+                pairs.append((a1, jnp.clip(b1, 0, n - 1), t1_base, t1_frac, weight))
+    else:
+        # Transpose: pixel (i, j) of the volume is (a0, b1 + pad) of the turned grid.
+        i = lax.broadcasted_iota(jnp.int32, (n, n), 0)
+        j = lax.broadcasted_iota(jnp.int32, (n, n), 1)
+        a0 = a0_0 + a11 * i + a21 * j
+        b1 = b1_0 + a12 * i + a22 * j
+        t1_base, t1_frac = t(b1)
+        for k1 in (0, 1):
+            a1 = a0 - t1_base - k1
+            ok1 = inside(a1, 0, p)
+            s_base, s_frac = s(a1)
+            for k2 in (0, 1):
+                b = b1 - s_base - k2
+                ok2 = ok1 & inside(b, 0, n)
+                b = jnp.clip(b, 0, n - 1)
+                t_base, t_frac = t(b)
+                weight = jnp.where(ok2, _tent(k1, t1_frac) * _tent(k2, s_frac), 0)
+                pairs.append((a1, b, t_base, t_frac, weight))
+    return pairs
+
+
+def _three_pass_last_step(n: int, coefficients, pairs, depth_major: bool, adjoint: bool):
+    """The 8 ``(row, weight)`` taps from the 4 pairs of :func:`_three_pass_pairs`: the chain's
+    last step, and the row of the flattened input it reads."""
+    (_, _), (a11, a12, a21, a22, i0, j0, _, _) = coefficients
+    pad = three_pass_padding(n)
+    taps = []
+    for outer, inner, base, frac, weight in pairs:
+        for k in (0, 1):
+            if adjoint:  # outer a1, inner b: output row a of the rotated image
+                a = outer - pad - base - k
+                ok = (a >= 0) & (a < n)
+                a = jnp.clip(a, 0, n - 1)
+                row = inner * n + a if depth_major else a * n + inner
+            else:  # outer a1, inner b1: row a0 of the turned grid, pixel (i, j) of the volume
+                a0 = outer + base + k
+                ok = (a0 >= pad) & (a0 < pad + n)
+                a0 = jnp.clip(a0, pad, pad + n - 1)
+                row = (i0 + a11 * a0 + a12 * inner) * n + j0 + a21 * a0 + a22 * inner
+            taps.append((row.reshape(-1), jnp.where(ok, weight * _tent(k, frac), 0).reshape(-1)))
+    return taps
+
+
+def _three_pass(volumes, angle, depth_major, adjoint):
+    """The three-pass rotation (or its exact transpose) of each ``(n, n, nz)`` volume in the
+    tuple ``volumes``: one 8-tap gather each (measured faster than two gathers of 4 and 2
+    taps with an intermediate image), with the taps computed first, once for all volumes, in
+    two stages (:func:`_three_pass_pairs`, :func:`_three_pass_last_step`) so that no step of
+    the chain is recomputed per tap."""
+    n = volumes[0].shape[0]
+    dtype = volumes[0].dtype
+    angle = jnp.asarray(angle, dtype)
+    coefficients = _three_pass_coefficients(n, angle, dtype)
+    pairs = _apart(angle, lambda c: _three_pass_pairs(n, c, depth_major, adjoint), coefficients)
+    taps = _apart(angle, lambda c, q: _three_pass_last_step(n, c, q, depth_major, adjoint), coefficients, pairs)
+    return tuple(_gather_rows(v.reshape(n * n, v.shape[2]), taps).reshape(v.shape) for v in volumes)
 
 
 def _check_square(volume):
-    if volume.ndim != 3 or volume.shape[0] != volume.shape[1]:
-        raise ValueError(f"rotation needs a volume of shape (n, n, nz), got {volume.shape}")
+    """The volumes of one rotation (an array, or a tuple of arrays rotated together):
+    ``(n, n, nz)`` each, one ``n`` and one dtype for all."""
+    if not isinstance(volume, tuple):
+        if volume.ndim != 3 or volume.shape[0] != volume.shape[1]:
+            raise ValueError(f"rotation needs a volume of shape (n, n, nz), got {volume.shape}")
+        return (volume,)
+    shapes = [v.shape for v in volume]
+    if any(len(s) != 3 or s[:2] != shapes[0][:2] or s[0] != s[1] for s in shapes):
+        raise ValueError(f"volumes rotated together need shapes (n, n, nz) with one n, got {shapes}")
+    if len({v.dtype for v in volume}) > 1:
+        raise ValueError(f"volumes rotated together need one dtype, got {[v.dtype for v in volume]}")
+    return volume
 
 
 def _rotate_impl(volume, angle, method, depth_major=False):
-    """Rotated volume ``out[i, j, k]``; with ``depth_major``, laid out as ``out[j, i, k]``."""
-    _check_square(volume)
-    n = volume.shape[0]
-    angle = jnp.asarray(angle, volume.dtype)
+    """Rotated volume ``out[i, j, k]``; with ``depth_major``, laid out as ``out[j, i, k]``.
+    ``volume`` may be a tuple of volumes rotated together (the three-pass taps are computed
+    once for all); the result has the same structure."""
+    volumes = _check_square(volume)
+    n = volumes[0].shape[0]
+    angle = jnp.asarray(angle, volumes[0].dtype)
     if method == "bilinear":
-        return _gather(volume, _bilinear_samples(n, angle, volume.dtype, depth_major))
-    return _three_pass(volume, angle, depth_major, adjoint=False)
+        out = tuple(_gather(v, _bilinear_samples(n, angle, v.dtype, depth_major)) for v in volumes)
+    else:
+        out = _three_pass(volumes, angle, depth_major, adjoint=False)
+    return out if isinstance(volume, tuple) else out[0]
 
 
 def _rotate_adjoint_impl(image, angle, method, depth_major=False):
-    """Exact transpose of :func:`_rotate_impl` (``image`` in its output layout)."""
-    _check_square(image)
-    angle = jnp.asarray(angle, image.dtype)
+    """Exact transpose of :func:`_rotate_impl` (``image`` in its output layout, or a tuple)."""
+    images = _check_square(image)
+    angle = jnp.asarray(angle, images[0].dtype)
     if method == "bilinear":
-        return _bilinear_adjoint(image, angle, depth_major)
-    return _three_pass(image, angle, depth_major, adjoint=True)
+        out = tuple(_bilinear_adjoint(v, angle, depth_major) for v in images)
+    else:
+        out = _three_pass(images, angle, depth_major, adjoint=True)
+    return out if isinstance(image, tuple) else out[0]
 
 
 def _check_method(method):
@@ -313,8 +383,8 @@ class _Rotation(AbstractLinearMap):
 def _rotate(volume, angle, method, depth_major=False, adjoint=False):
     """:func:`_rotate_impl` (or, with ``adjoint``, its transpose) as a linear map whose transpose
     is the other one: every JAX transformation sees the exact gather-based pair."""
-    _check_square(volume)
-    angle = jnp.asarray(angle, volume.dtype)
+    volumes = _check_square(volume)
+    angle = jnp.asarray(angle, volumes[0].dtype)
     return linear_apply(_Rotation(method, bool(depth_major), bool(adjoint)), angle, volume)
 
 
