@@ -117,14 +117,14 @@ def _gather_rows(flat, rows_and_weights):
     return out
 
 
-def _gather(volume, samples, out_shape=None):
+def _gather(volume, samples):
     """``out[q] = sum_k w_k[q] * volume[a_k[q], b_k[q]]`` (zero off the grid): a linear map.
 
-    ``volume``: ``(rows, cols, nz)``; the samples' arrays share one shape, ``out_shape`` (by
-    default the volume's ``(rows, cols)``); the result is ``(*out_shape, nz)``."""
+    ``volume``: ``(rows, cols, nz)``; the samples list the outputs in order, ``rows * cols`` of
+    them; the result has the volume's shape."""
     n_a, n_b, nz = volume.shape
     out = _gather_rows(volume.reshape(n_a * n_b, nz), _rows_and_weights((n_a, n_b), samples))
-    return out.reshape(*(out_shape or (n_a, n_b)), nz)
+    return out.reshape(n_a, n_b, nz)
 
 
 def _bilinear_adjoint(image, angle, depth_major: bool):
