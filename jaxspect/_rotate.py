@@ -178,8 +178,9 @@ def _shift(position, centre, slope, dtype):
 
 
 def _tent(k, frac):
-    """Weight of tap ``k`` (0 or 1) of a linear interpolation at fraction ``frac``."""
-    return 1 - frac if k == 0 else frac
+    """Weight of tap ``k`` (0 or 1, an array broadcasting against ``frac``) of a linear
+    interpolation at fraction ``frac``."""
+    return jnp.where(k == 0, 1 - frac, frac)
 
 
 def _quarter_turn_matrix(m):
@@ -222,8 +223,9 @@ def _three_pass_coefficients(n: int, angle, dtype):
 
 def _three_pass_pairs(n: int, coefficients, depth_major: bool, adjoint: bool):
     """The first two steps of the tap chain of the three-pass rotation (or its transpose) of
-    an ``n x n`` slice: 4 arrays ``(outer, inner, base, frac, weight)`` per output pixel, from
-    which :func:`_three_pass_last_step` makes the 8 taps.
+    an ``n x n`` slice: ``(outer, inner, weight)``, of shapes ``(2, 1, n, n)``, ``(2, 2, n, n)``
+    and ``(2, 2, n, n)`` (the first and second steps' taps, then the output pixel), from which
+    :func:`_three_pass_last_step` makes the 8 taps.
 
     The rotation is defined on the zero-padded ``p x p`` grid (``p = n + 2 pad``,
     :func:`three_pass_padding`): turn by ``m`` quarter turns, shear along x by
@@ -235,7 +237,11 @@ def _three_pass_pairs(n: int, coefficients, depth_major: bool, adjoint: bool):
     interpolation weights, zero where an intermediate index leaves its grid (there the
     padding is zero). The transpose walks the same chain backwards from ``(a0, b1)``, with the
     same weights. The pairs hold the first two steps' indices (``a1, b1`` forward, ``a1, b``
-    back), the shift of the last step and the product of the first two weights.
+    back) and the product of their weights; the last step's shift ``t(inner)`` is
+    recomputed from ``inner`` rather than stored. The taps are array axes rather than a
+    Python loop: XLA CPU then computes each quantity in one loop over all taps instead of one
+    small loop per tap (each with its fixed cost). Measured per view at ``n = 128``: 0.10 ms
+    for both stages, against 0.18 ms with a loop over taps and five stored arrays.
     ``depth_major``: the rotated side is laid out ``(b, a)``.
     ``coefficients``: :func:`_three_pass_coefficients`.
     """
@@ -246,62 +252,52 @@ def _three_pass_pairs(n: int, coefficients, depth_major: bool, adjoint: bool):
     t = lambda pos: _shift(pos, (n - 1) / 2, tan_half, dtype)  # columns, crop coordinates
     s = lambda pos: _shift(pos, (p - 1) / 2, minus_sin, dtype)  # rows of the padded grid
     inside = lambda v, lo, hi: (v >= lo) & (v < hi)
-    pairs = []  # the first two steps of the chain: (outer, inner, last base, last frac, weight)
+    first = jnp.arange(2).reshape(2, 1, 1, 1)  # the first step's tap (k3 forward, k1 back)
+    second = jnp.arange(2).reshape(1, 2, 1, 1)  # the second step's (k2)
     if not adjoint:
         a = lax.broadcasted_iota(jnp.int32, (n, n), 1 if depth_major else 0)
         b = lax.broadcasted_iota(jnp.int32, (n, n), 0 if depth_major else 1)
         t_base, t_frac = t(b)
-        for k3 in (0, 1):
-            a1 = a + pad + t_base + k3
-            ok3 = inside(a1, 0, p)
-            s_base, s_frac = s(a1)
-            for k2 in (0, 1):
-                b1 = b + s_base + k2
-                ok2 = ok3 & inside(b1, 0, n)
-                t1_base, t1_frac = t(b1)
-                weight = jnp.where(ok2, _tent(k3, t_frac) * _tent(k2, s_frac), 0)
-                pairs.append((a1, jnp.clip(b1, 0, n - 1), t1_base, t1_frac, weight))
-    else:
-        # Transpose: pixel (i, j) of the volume is (a0, b1 + pad) of the turned grid.
-        i = lax.broadcasted_iota(jnp.int32, (n, n), 0)
-        j = lax.broadcasted_iota(jnp.int32, (n, n), 1)
-        a0 = a0_0 + a11 * i + a21 * j
-        b1 = b1_0 + a12 * i + a22 * j
-        t1_base, t1_frac = t(b1)
-        for k1 in (0, 1):
-            a1 = a0 - t1_base - k1
-            ok1 = inside(a1, 0, p)
-            s_base, s_frac = s(a1)
-            for k2 in (0, 1):
-                b = b1 - s_base - k2
-                ok2 = ok1 & inside(b, 0, n)
-                b = jnp.clip(b, 0, n - 1)
-                t_base, t_frac = t(b)
-                weight = jnp.where(ok2, _tent(k1, t1_frac) * _tent(k2, s_frac), 0)
-                pairs.append((a1, b, t_base, t_frac, weight))
-    return pairs
+        a1 = a + pad + t_base + first
+        s_base, s_frac = s(a1)
+        b1 = b + s_base + second
+        ok = inside(a1, 0, p) & inside(b1, 0, n)
+        weight = jnp.where(ok, _tent(first, t_frac) * _tent(second, s_frac), 0)
+        return a1, jnp.clip(b1, 0, n - 1), weight
+    # Transpose: pixel (i, j) of the volume is (a0, b1 + pad) of the turned grid.
+    i = lax.broadcasted_iota(jnp.int32, (n, n), 0)
+    j = lax.broadcasted_iota(jnp.int32, (n, n), 1)
+    a0 = a0_0 + a11 * i + a21 * j
+    b1 = b1_0 + a12 * i + a22 * j
+    t1_base, t1_frac = t(b1)
+    a1 = a0 - t1_base - first
+    s_base, s_frac = s(a1)
+    b = b1 - s_base - second
+    ok = inside(a1, 0, p) & inside(b, 0, n)
+    weight = jnp.where(ok, _tent(first, t1_frac) * _tent(second, s_frac), 0)
+    return a1, jnp.clip(b, 0, n - 1), weight
 
 
 def _three_pass_last_step(n: int, coefficients, pairs, depth_major: bool, adjoint: bool):
-    """The 8 ``(row, weight)`` taps from the 4 pairs of :func:`_three_pass_pairs`: the chain's
+    """The 8 taps ``(rows, weights)``, each ``(8, n * n)`` in the order ``(k3, k2, k1)``
+    forward (``(k1, k2, k3)`` back), from the pairs of :func:`_three_pass_pairs`: the chain's
     last step, and the row of the flattened input it reads."""
-    (_, _), (a11, a12, a21, a22, i0, j0, _, _) = coefficients
+    (tan_half, _), (a11, a12, a21, a22, i0, j0, _, _) = coefficients
     pad = three_pass_padding(n)
-    taps = []
-    for outer, inner, base, frac, weight in pairs:
-        for k in (0, 1):
-            if adjoint:  # outer a1, inner b: output row a of the rotated image
-                a = outer - pad - base - k
-                ok = (a >= 0) & (a < n)
-                a = jnp.clip(a, 0, n - 1)
-                row = inner * n + a if depth_major else a * n + inner
-            else:  # outer a1, inner b1: row a0 of the turned grid, pixel (i, j) of the volume
-                a0 = outer + base + k
-                ok = (a0 >= pad) & (a0 < pad + n)
-                a0 = jnp.clip(a0, pad, pad + n - 1)
-                row = (i0 + a11 * a0 + a12 * inner) * n + j0 + a21 * a0 + a22 * inner
-            taps.append((row.reshape(-1), jnp.where(ok, weight * _tent(k, frac), 0).reshape(-1)))
-    return taps
+    outer, inner, weight = (q[:, :, None] for q in pairs)
+    base, frac = _shift(inner, (n - 1) / 2, tan_half, tan_half.dtype)
+    k = jnp.arange(2).reshape(1, 1, 2, 1, 1)
+    if adjoint:  # outer a1, inner b: output row a of the rotated image
+        a = outer - pad - base - k
+        ok = (a >= 0) & (a < n)
+        a = jnp.clip(a, 0, n - 1)
+        row = inner * n + a if depth_major else a * n + inner
+    else:  # outer a1, inner b1: row a0 of the turned grid, pixel (i, j) of the volume
+        a0 = outer + base + k
+        ok = (a0 >= pad) & (a0 < pad + n)
+        a0 = jnp.clip(a0, pad, pad + n - 1)
+        row = (i0 * n + j0) + (a11 * n + a21) * a0 + (a12 * n + a22) * inner  # (i, j) -> i n + j
+    return row.reshape(8, n * n), jnp.where(ok, weight * _tent(k, frac), 0).reshape(8, n * n)
 
 
 def _three_pass(volumes, angle, depth_major, adjoint):
@@ -315,7 +311,8 @@ def _three_pass(volumes, angle, depth_major, adjoint):
     angle = jnp.asarray(angle, dtype)
     coefficients = _three_pass_coefficients(n, angle, dtype)
     pairs = _apart(angle, lambda c: _three_pass_pairs(n, c, depth_major, adjoint), coefficients)
-    taps = _apart(angle, lambda c, q: _three_pass_last_step(n, c, q, depth_major, adjoint), coefficients, pairs)
+    rows, weights = _apart(angle, lambda c, q: _three_pass_last_step(n, c, q, depth_major, adjoint), coefficients, pairs)
+    taps = [(rows[k], weights[k]) for k in range(8)]
     return tuple(_gather_rows(v.reshape(n * n, v.shape[2]), taps).reshape(v.shape) for v in volumes)
 
 
