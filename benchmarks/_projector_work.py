@@ -6,6 +6,8 @@
 - ``machine``: the machine line and the cases' descriptions;
 - ``time``: compile, warm up and time one (case, configuration, rotation, operation);
 - ``rss``: the peak-RSS increase over one call of the same, in a fresh process;
+- ``configs``: several (configuration, rotation) pairs of one case timed against the full
+  bilinear one in rounds, in this one process, for paired ratios;
 - ``floor``: the machine's measured bandwidth and FMA throughput, and each stage of one view
   timed alone (:mod:`benchmarks._floor`);
 - ``peer``: PyTomography's ``SPECTSystemMatrix`` (built by
@@ -77,6 +79,38 @@ def _time(spec):
     res = _harness.time_jitted(fn, args, spec["repeats"])
     res.pop("out"), res.pop("compiled")
     return res
+
+
+def _configs(spec):
+    """Each ``(configuration, rotation)`` in ``spec["configs"]`` (the full bilinear one among
+    them) and each op in ``spec["ops"]``, compiled in this one process and timed in
+    ``spec["rounds"]`` rounds; every round calls each of them once, in an order shifted by one
+    each round. A configuration's ratio to the full one is taken per round, so the machine's
+    slow drifts (other work, frequency), which moved figures measured minutes apart in
+    separate processes by up to 12 % (the explicit PSF, the same work as the full one), hit
+    both sides of a ratio alike."""
+    import jax
+
+    keys = [(config, rotation, op) for op in spec["ops"] for config, rotation in spec["configs"]]
+    calls = {}
+    for key in keys:
+        fn, args = problem(spec["case"], *key)
+        compiled = jax.jit(fn).lower(*args).compile()
+        jax.block_until_ready(compiled(*args))  # warm-up
+        calls[key] = (compiled, args)
+    times = {key: [] for key in keys}
+    for r in range(spec["rounds"]):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            compiled, args = calls[key]
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            times[key].append(time.perf_counter() - start)
+    entries = []
+    for (config, rotation, op), t in times.items():
+        ratios = [a / b for a, b in zip(t, times[("full", "bilinear", op)])]
+        entries.append(dict(config=config, rotation=rotation, op=op, times_s=t, median_s=statistics.median(t),
+                            ratios=ratios, median_ratio=statistics.median(ratios)))
+    return {"entries": entries}
 
 
 def _rss(spec):
@@ -176,7 +210,7 @@ def _peer(spec):
     }
 
 
-KINDS = {"time": _time, "rss": _rss, "machine": _machine, "floor": _floor_kind, "peer": _peer}
+KINDS = {"time": _time, "rss": _rss, "configs": _configs, "machine": _machine, "floor": _floor_kind, "peer": _peer}
 
 if __name__ == "__main__":
     _harness.worker_main(KINDS)
