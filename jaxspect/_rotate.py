@@ -204,8 +204,8 @@ def _apart(x, fn, *args):
 
 
 def _three_pass_coefficients(n: int, angle, dtype):
-    """Per-angle scalars of the three-pass taps (:func:`_three_pass_pairs`): the shear slopes ``(tan(phi/2),
-    -sin(phi))`` and the integer affine maps between the turned padded grid and the volume's
+    """Per-angle scalars of the three-pass taps (:func:`_three_pass_pairs`): the shear
+    slopes ``(tan(phi/2), -sin(phi))`` and the integer affine maps between the turned padded grid and the volume's
     pixels ``(a11, a12, a21, a22, i0, j0, a0_0, b1_0)`` (see there)."""
     m, phi = _quarter_turns(jnp.asarray(angle, dtype))
     pad = three_pass_padding(n)

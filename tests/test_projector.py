@@ -258,7 +258,7 @@ def test_jit_and_eager_agree_and_options_are_equivalent(rng):
     np.testing.assert_allclose(
         backproject(v, mumap, geometry, views_per_batch=3), backproject(v, mumap, geometry), rtol=1e-5, atol=1e-6
     )
-    # the three-pass rotation computes its shears in a lax.cond, which vmap turns into a select
+    # the three-pass rotation computes its taps in a lax.cond (on CPU), which vmap turns into a select
     three = dict(rotation="three_pass")
     np.testing.assert_allclose(project(x, mumap, geometry, views_per_batch=3, **three),
                                project(x, mumap, geometry, **three), rtol=1e-5, atol=1e-6)
